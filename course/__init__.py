@@ -1,0 +1,84 @@
+"""Diffusion Transformers from scratch: the learner's package.
+
+Infrastructure (data, training, metrics, plots, widgets, the grader) lives here beside the exercise modules
+(`diffusion`, `layers`, `unet`, `vit`, `dit`, ...), which are generated from `solutions/` with their marked blocks
+left for the learner to write.
+
+With the environment variable `COURSE_SOLUTIONS=1`, `import course.<exercise module>` gives the reference instead:
+the book build, CI and instructors run that way.
+"""
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import os
+import sys
+
+from course.exercises import ALL_MODULES, SOLUTIONS_DIR
+
+__all__ = ["check", "setup", "reference_mode"]
+
+
+def reference_mode() -> bool:
+    return os.environ.get("COURSE_SOLUTIONS", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class _ReferenceFinder(importlib.abc.MetaPathFinder):
+    """Serves `course.<exercise module>` from `solutions/<module>.py` (in reference mode only)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        package, _, name = fullname.rpartition(".")
+        if package != "course" or name not in ALL_MODULES or not reference_mode():
+            return None
+        source = SOLUTIONS_DIR / f"{name}.py"
+        return importlib.util.spec_from_file_location(fullname, source) if source.exists() else None
+
+
+if not any(isinstance(f, _ReferenceFinder) for f in sys.meta_path):
+    sys.meta_path.insert(0, _ReferenceFinder())
+
+
+def check(target: str = "all", **kwargs):
+    """Grade exercises against the reference and show the result: `check("dit.modulate")`, `check("dit")`."""
+    from course.grading import check as _check
+
+    return _check(target, **kwargs)
+
+
+def setup(module: str, seed: int = 0):
+    """Start a chapter: say which code runs, pick the device, and seed everything.
+
+    In a learner's environment, exercises of *earlier* chapters that are not done yet are replaced by the
+    reference (said once), so a later chapter always runs. The chapter's own exercises are left as they are.
+    Call it before importing the chapter's module.
+    """
+    from course.config import PROFILE, device, seed_everything
+
+    seed_everything(seed)
+    lines = [f"profile `{PROFILE.name}` on {device()}"]
+    if reference_mode():
+        lines.append("running the reference solutions (COURSE_SOLUTIONS=1)")
+    else:
+        borrowed = use_reference_for_unfinished(ALL_MODULES[: ALL_MODULES.index(module)])
+        if borrowed:
+            lines.append("not done yet, so the reference stands in for: " + ", ".join(borrowed))
+    print("; ".join(lines))
+
+
+def use_reference_for_unfinished(module_names) -> list[str]:
+    """Patch every stub exercise of the given learner modules with the reference; return their names."""
+    import importlib
+
+    from course.exercises import exercises, is_stub, reference_module, resolve, _set
+
+    borrowed = []
+    for module in module_names:
+        if not (SOLUTIONS_DIR / f"{module}.py").exists():
+            continue
+        mod = importlib.import_module(f"course.{module}")
+        for name in exercises(module):
+            qualname = name.split(".", 1)[1]
+            if is_stub(resolve(mod, qualname)):
+                _set(mod, qualname, resolve(reference_module(module), qualname))
+                borrowed.append(name)
+    return borrowed
