@@ -1,0 +1,43 @@
+"""Every exercise, whatever its chapter: the reference passes, the stub fails with its pointer, the lists agree."""
+import re
+from pathlib import Path
+
+import pytest
+
+from course.exercises import COURSE_DIR, ROOT, SOLUTIONS_DIR, exercises, modules, stub_message
+from course.grading import registry, run_exercise
+
+NAMES = exercises()
+
+
+def test_every_exercise_has_a_check_and_every_check_an_exercise():
+    assert sorted(registry()) == sorted(NAMES)
+
+
+def test_syllabus_exercises_exist():
+    """The SYLLABUS names are a public contract: each module that exists has at least those exercises."""
+    syllabus = {
+        "diffusion": "linear_betas cosine_betas q_sample ddpm_loss ddpm_step ddim_step cfg_eps",
+        "layers": "timestep_embedding get_2d_sincos_pos_embed patchify unpatchify attention Attention.forward",
+        "unet": "ResBlock.forward UNet.forward",
+        "vit": "ViTBlock.forward ViTDenoiser.forward",
+        "dit": "modulate LabelEmbedder.token_drop DiTBlock.forward FinalLayer.forward DiT.initialize_weights "
+               "DiT.forward DiT.forward_with_cfg",
+    }
+    for module in modules():
+        if module in syllabus:
+            assert {f"{module}.{n}" for n in syllabus[module].split()} <= set(NAMES), module
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_passes(name):
+    result = run_exercise(name, SOLUTIONS_DIR)
+    assert result.passed, result.message
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stub_fails_with_pointer(name):
+    result = run_exercise(name, COURSE_DIR)
+    assert not result.passed
+    assert result.message == stub_message(name)
+    assert re.search(r"book/\d\d_\w+\.ipynb", result.message)
