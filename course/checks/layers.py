@@ -85,19 +85,19 @@ def check_timestep_embedding(impl, ref):
     t = torch.tensor([0, 1, 17, 250, 999])
     for dim in (256, 16, 7, 2):
         want = ref.timestep_embedding(t, dim)
-        expect_close(impl.timestep_embedding(t, dim), want, what=f"timestep_embedding(t, dim={dim})", atol=1e-5,
-                     rtol=1e-4, mistakes=_timestep_variants(t, dim),
+        expect_close(impl.timestep_embedding(t, dim), want, what=f"timestep_embedding(t, dim={dim})", atol=2e-4,
+                     rtol=0, mistakes=_timestep_variants(t, dim),
                      hint="half = dim // 2, freqs_i = exp(−ln(10000) · i / half), then [cos(t·freqs), sin(t·freqs)]; "
                           "an odd dim gets one zero column at the end.")
     one = torch.tensor([500])
-    expect_close(impl.timestep_embedding(one, 64), ref.timestep_embedding(one, 64), what="batch 1", atol=1e-5)
+    expect_close(impl.timestep_embedding(one, 64), ref.timestep_embedding(one, 64), what="batch 1", atol=2e-4, rtol=0)
     frac = torch.tensor([0.5, 12.25, 999.9])
-    expect_close(impl.timestep_embedding(frac, 32), ref.timestep_embedding(frac, 32), atol=1e-5,
-                 what="fractional timesteps (a float tensor)", hint="convert t to float before multiplying.")
+    expect_close(impl.timestep_embedding(frac, 32), ref.timestep_embedding(frac, 32), atol=2e-4,
+                 rtol=0, what="fractional timesteps (a float tensor)", hint="convert t to float before multiplying.")
     expect_close(impl.timestep_embedding(t, 32, max_period=100.0), ref.timestep_embedding(t, 32, max_period=100.0),
-                 what="max_period=100", atol=1e-5, hint="use the max_period argument instead of 10000.")
+                 what="max_period=100", atol=2e-4, rtol=0, hint="use the max_period argument instead of 10000.")
     return ("[cos, sin] of t·exp(−ln(10000)·i/half) for dim 2, 7 (zero column), 16, 256, integer and fractional t, "
-            "custom max_period (atol 1e-5).")
+            "custom max_period (atol 2e-4: float32 rounds t·freq at t = 999 by ~6e-5).")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -120,8 +120,9 @@ def _pos_variants(D: int, h: int, w: int) -> dict:
     # Tokens in column-major order: for each column, every row.
     rows_t, cols_t = rows.t().reshape(-1), cols.t().reshape(-1)
     return {
-        "the halves are swapped: the first half of the channels should embed the column (width) index, the "
-        "second the row (height) index": emb(rows, cols),
+        "the halves are swapped, or (the same thing on a square grid) the tokens are in column-major order: the "
+        "first half of the channels embeds the column (width) index, the second the row (height) index, and the "
+        "tokens go row by row": emb(rows, cols),
         "cos comes first (the 2D position embedding of MAE and DiT puts sin first)": emb(cols, rows, cos_first=True),
         "the tokens are in column-major order; they should be row-major (row by row, left to right)":
             emb(cols_t, rows_t),
