@@ -8,6 +8,7 @@ The judge is trained once per image size and cached (`python -m course judge --r
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -98,7 +99,7 @@ def load_judge(size: int = 8, retrain: bool = False, verbose: bool = False) -> J
             print(f"the cached judge {path} could not be read ({type(e).__name__}); retraining it")
     if judge is None:
         judge = train_judge(size, verbose=verbose)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # parallel test workers may train it at the same time
         torch.save({"state_dict": judge.net.state_dict(), "test_accuracy": judge.test_accuracy,
                     "mu_test": judge.mu_test, "sigma_test": judge.sigma_test}, tmp)
         tmp.replace(path)

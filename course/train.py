@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -110,7 +111,7 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
 
     def save(step):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
         torch.save(state(step), tmp)
         tmp.replace(path)  # atomic: a crash while saving never leaves a half-written checkpoint
 
