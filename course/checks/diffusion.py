@@ -30,7 +30,7 @@ def check_cosine_betas(impl, ref):
     f = lambda s: torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
     no_shift = (1 - f(0.0)[1:] / f(0.0)[:-1]).clamp(max=0.999)
     no_clip = 1 - f(0.008)[1:] / f(0.008)[:-1]
-    shifted_by_one = torch.cat([ref.cosine_betas(T + 1)[1:]])
+    shifted_by_one = ref.cosine_betas(T + 1)[1:]
     want = ref.cosine_betas(T)
     expect_close(impl.cosine_betas(T), want, what="cosine_betas(1000)", atol=1e-9, rtol=1e-7,
                  mistakes={"the offset s = 0.008 is missing": no_shift,
@@ -94,7 +94,14 @@ def check_ddpm_loss(impl, ref):
         want = ref.ddpm_loss(model, x0, t, noise, ab, y)
         model.calls.clear()
         model.zero_grad()
-        got = impl.ddpm_loss(model, x0, t, noise, ab, y)
+        try:
+            got = impl.ddpm_loss(model, x0, t, noise, ab, y)
+        except RuntimeError as e:
+            if not out_channels:
+                raise
+            raise CheckFailed(f"with a model that returns 2C = 4 channels for C = 2 image channels, your ddpm_loss "
+                              f"raised: {e}. Hint: the noise prediction is the first C channels of the output, "
+                              "`model(x_t, t, y)[:, :C]`.") from None
         expect(len(model.calls) >= 1, "ddpm_loss should call model(x_t, t, y) once.")
         x_in, t_in, y_in = model.calls[-1]
         expect_close(x_in, ref.q_sample(x0, t, noise, ab), what="the image given to the model",
@@ -170,11 +177,9 @@ def check_ddim_step(impl, ref):
 def check_cfg_eps(impl, ref):
     with seeded(4):
         c, u = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
-    for w in (0.0, 1.0, 2.5, 4.0):
+    for w in (2.5, 0.0, 1.0, 4.0):
         expect_close(impl.cfg_eps(c, u, w), ref.cfg_eps(c, u, w), what=f"cfg_eps with w = {w}",
                      mistakes={"the other convention, ε_cond + w(ε_cond − ε_uncond)": c + w * (c - u),
-                               "conditional and unconditional are swapped": c + w * (u - c),
-                               "guidance is a weighted average w ε_cond + (1 − w)... without the difference":
-                                   w * c + u if w not in (0.0, 1.0) else None},
+                               "conditional and unconditional are swapped": c + w * (u - c)},
                      hint="ε̂ = ε_uncond + w (ε_cond − ε_uncond): w = 0 gives ε_uncond, w = 1 gives ε_cond.")
     return "ε_uncond + w (ε_cond − ε_uncond) for w = 0, 1, 2.5, 4."
