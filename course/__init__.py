@@ -14,7 +14,7 @@ import importlib.util
 import os
 import sys
 
-from course.exercises import ALL_MODULES, SOLUTIONS_DIR
+from course.exercises import ALL_MODULES, CHAPTER_OF, CHAPTERS, SOLUTIONS_DIR
 
 __all__ = ["check", "setup", "reference_mode"]
 
@@ -48,8 +48,9 @@ def check(target: str = "all", **kwargs):
 def setup(module: str, seed: int = 0):
     """Start a chapter: say which code runs, pick the device, and seed everything.
 
-    In a learner's environment, exercises of *earlier* chapters that are not done yet are replaced by the
-    reference (said once), so a later chapter always runs. The chapter's own exercises are left as they are.
+    `module` is any exercise module of the chapter (`setup("dit")`). In a learner's environment, exercises of
+    *earlier* chapters that are not done yet are replaced by the reference (said once), so a later chapter always
+    runs. The chapter's own exercises are left as they are.
     Call it before importing the chapter's module.
     """
     from course.config import PROFILE, device, seed_everything
@@ -59,7 +60,9 @@ def setup(module: str, seed: int = 0):
     if reference_mode():
         lines.append("running the reference solutions (COURSE_SOLUTIONS=1)")
     else:
-        borrowed = use_reference_for_unfinished(ALL_MODULES[: ALL_MODULES.index(module)])
+        chapter = list(CHAPTERS).index(CHAPTER_OF[module])
+        earlier = [m for ch in list(CHAPTERS)[:chapter] for m in CHAPTERS[ch]]
+        borrowed = use_reference_for_unfinished(earlier)
         if borrowed:
             lines.append("not done yet, so the reference stands in for: " + ", ".join(borrowed))
     print("; ".join(lines))
