@@ -267,6 +267,18 @@ def time_limit(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Checks use tiny tensors: one intra-op thread is faster, and far faster when other processes share the
+    cores (pytest -n 2, a busy laptop), where PyTorch's spinning worker threads slow small ops 10-100×."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _where(exc: BaseException, directory: Path) -> str:
     """The last line of the traceback that is in the learner's file, as ' (at dit.py line 42: `x = ...`)'."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
@@ -310,7 +322,7 @@ def run_exercise(name: str, directory: Path | str | None = None, timeout: float 
     if is_stub(fn):
         return result(False, stub_message(name))
     try:
-        with time_limit(timeout):
+        with time_limit(timeout), one_thread():
             note = checks[name](impl, reference_module(module))
     except CheckTimeout:
         return result(False, f"took longer than {timeout:g} s and was stopped. Hint: look for a loop that never "
