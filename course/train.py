@@ -20,6 +20,10 @@ from tqdm.auto import tqdm
 from course.config import device as default_device
 
 
+# On CUDA, reading the loss every step would stall the GPU: losses are fetched (and checked) in groups.
+LOSS_SYNC_EVERY = {"cuda": 25}
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
@@ -134,6 +138,26 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
                 "start afresh (which overwrites it).") from None
 
     step, n = start_step, x.shape[0]
+    sync_every = LOSS_SYNC_EVERY.get(dev.type, 1)
+    pending: list[torch.Tensor] = []
+
+    def flush(last_step: int):
+        """Move pending losses (the last one of step `last_step`) to `losses`; stop with a clear message at the
+        first one that is not finite."""
+        if not pending:
+            return
+        values = torch.stack(pending).float().cpu().tolist()
+        pending.clear()
+        for i, value in enumerate(values):
+            if not math.isfinite(value):
+                first = last_step - len(values) + i + 1
+                kept = f" The checkpoint {path} is kept." if path is not None and path.exists() else ""
+                raise TrainingDiverged(
+                    f"the loss became {value} at step {first} (lr={lr}, batch_size={batch_size}).{kept} "
+                    "Hint: lower the learning rate or add warm-up (`warmup=`), clip gradients (`grad_clip=1.0`), "
+                    "or look for a division by zero or a log of 0 in the loss or the model.")
+            losses.append(value)
+
     bar = tqdm(total=steps, initial=start_step, desc=desc, disable=not progress, leave=True)
     t0 = time.perf_counter()
     try:
@@ -142,13 +166,9 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
             xb, yb = x[idx], (y[idx] if y is not None else None)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 loss = loss_fn(model, xb, yb, generator)
-            value = loss.item()
-            if not math.isfinite(value):
-                kept = f" The checkpoint {path} (step ≤ {step}) is kept." if path is not None and path.exists() else ""
-                raise TrainingDiverged(
-                    f"the loss became {value} at step {step + 1} (lr={lr}, batch_size={batch_size}).{kept} "
-                    "Hint: lower the learning rate or add warm-up (`warmup=`), clip gradients (`grad_clip=1.0`), "
-                    "or look for a division by zero or a log of 0 in the loss or the model.")
+            pending.append(loss.detach())
+            if sync_every == 1:
+                flush(step + 1)  # before the update, so a NaN never reaches the weights
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip:
@@ -157,14 +177,17 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
             scheduler.step()
             step += 1
             ema_update(ema, model, min(ema_decay, (1 + step) / (10 + step)))
-            losses.append(value)
             bar.update(1)
             if step % 25 == 0 or step == steps:
+                flush(step)
                 bar.set_postfix(loss=f"{sum(losses[-25:]) / len(losses[-25:]):.4f}")
             if path is not None and checkpoint_every and step % checkpoint_every == 0:
+                flush(step)
                 save(step)
+        flush(step)
     except KeyboardInterrupt:
         bar.close()
+        flush(step)
         path = path or Path("checkpoints") / f"{_slug(desc)}.pt"
         save(step)
         print(f"Interrupted at step {step}/{steps}; saved {path}. Call train(..., checkpoint='{path}') to go on.")

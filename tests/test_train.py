@@ -60,6 +60,22 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
     assert torch.load(path, weights_only=False)["step"] == 6
 
 
+def test_nan_found_in_a_group_of_losses_names_its_step(monkeypatch):
+    """On CUDA losses are read in groups of 25; the message still names the first bad step."""
+    import course.train as t
+
+    monkeypatch.setattr(t, "LOSS_SYNC_EVERY", {"cpu": 25})
+    calls = {"n": 0}
+
+    def loss_fn(model, xb, yb, generator):
+        calls["n"] += 1
+        out = model(xb, torch.zeros(len(xb), dtype=torch.long), yb).pow(2).mean()
+        return out * float("nan") if calls["n"] == 9 else out
+
+    with pytest.raises(TrainingDiverged, match="at step 9 "):
+        train(small(), X, Y, steps=30, batch_size=8, loss_fn=loss_fn, progress=False, device="cpu")
+
+
 def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path):
     path = tmp_path / "run.pt"
     calls = {"n": 0}
