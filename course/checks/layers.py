@@ -1,6 +1,5 @@
 """Checks for chapter 1, `layers`: embeddings, patch tokens and attention."""
 import contextlib
-import functools
 import math
 
 import torch
@@ -13,22 +12,6 @@ from course.grading import build_pair, compare_forward, exercise, expect, expect
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers shared by the checks of chapter 1 (unet and vit import them)
 # ---------------------------------------------------------------------------------------------------------------
-def one_thread(check):
-    """Run a check with one intra-op thread: its tensors are tiny, and when other processes share the cores
-    (pytest -n 2, a busy laptop), PyTorch's spinning worker threads can make small convolutions 10-100× slower."""
-
-    @functools.wraps(check)
-    def run(*args, **kwargs):
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return check(*args, **kwargs)
-        finally:
-            torch.set_num_threads(threads)
-
-    return run
-
-
 @contextlib.contextmanager
 def patched(obj, **attrs):
     """Temporarily replace attributes (submodules or methods) of a module, to compute what a mistake gives."""
@@ -80,7 +63,6 @@ def _timestep_variants(t: torch.Tensor, dim: int) -> dict:
 
 
 @exercise("layers.timestep_embedding")
-@one_thread
 def check_timestep_embedding(impl, ref):
     t = torch.tensor([0, 1, 17, 250, 999])
     for dim in (256, 16, 7, 2):
@@ -138,7 +120,6 @@ def _swapped_grid(D, h, w):
 
 
 @exercise("layers.get_2d_sincos_pos_embed")
-@one_thread
 def check_get_2d_sincos_pos_embed(impl, ref):
     for D, grid in ((16, 4), (8, (2, 3)), (32, (3, 5)), (64, (4, 2)), (8, 1)):
         h, w = (grid, grid) if isinstance(grid, int) else grid
@@ -171,7 +152,6 @@ def _patch_variants(x: torch.Tensor, p: int) -> dict:
 
 
 @exercise("layers.patchify")
-@one_thread
 def check_patchify(impl, ref):
     with seeded(10):
         cases = [(torch.randn(2, 3, 8, 8), 2), (torch.randn(1, 1, 4, 6), 2), (torch.randn(2, 2, 9, 6), 3),
@@ -188,7 +168,6 @@ def check_patchify(impl, ref):
 
 
 @exercise("layers.unpatchify")
-@one_thread
 def check_unpatchify(impl, ref):
     with seeded(11):
         cases = [((2, 16, 12), 2, None), ((1, 6, 4), 2, (2, 3)), ((2, 6, 18), 3, (3, 2)), ((1, 4, 16), 4, None),
@@ -221,7 +200,6 @@ def check_unpatchify(impl, ref):
 # Attention
 # ---------------------------------------------------------------------------------------------------------------
 @exercise("layers.attention")
-@one_thread
 def check_attention(impl, ref):
     with seeded(13):
         shapes = [(2, 4, 5, 8), (1, 3, 16), (3, 1, 1, 4), (2, 7, 32)]
@@ -270,7 +248,6 @@ def _attention_variants(ref_attn, x: torch.Tensor) -> dict:
 
 
 @exercise("layers.Attention.forward")
-@one_thread
 def check_Attention_forward(impl, ref):
     notes = []
     for dim, heads, fused, shape in ((32, 4, True, (2, 5)), (32, 4, False, (1, 7)), (24, 1, True, (3, 4)),

@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course.checks.layers import one_thread, patched, randomize_norms
+from course.checks.layers import patched, randomize_norms
 from course.grading import build_pair, compare_forward, exercise, expect, expect_close, seeded
 
 
@@ -33,7 +33,6 @@ def _resblock_variants(rb, x, emb) -> dict:
 
 
 @exercise("unet.ResBlock.forward")
-@one_thread
 def check_ResBlock_forward(impl, ref):
     cases = [(16, 16, 32, (2, 16, 4, 4)), (8, 16, 24, (1, 8, 3, 5)), (16, 8, 16, (3, 16, 6, 2))]
     for i, (c_in, c_out, emb_dim, shape) in enumerate(cases):
@@ -83,7 +82,6 @@ def _unet_variants(net, x, t, y) -> dict:
 
 
 @exercise("unet.UNet.forward")
-@one_thread
 def check_UNet_forward(impl, ref):
     configs = [
         # in_channels, channels, num_res_blocks, num_classes, input shape

@@ -2,7 +2,7 @@
 import torch
 import torch.nn as nn
 
-from course.checks.layers import one_thread, patched, randomize_norms
+from course.checks.layers import patched, randomize_norms
 from course.grading import build_pair, compare_forward, exercise, expect, expect_close, seeded
 
 
@@ -19,7 +19,6 @@ def _block_variants(b, x) -> dict:
 
 
 @exercise("vit.ViTBlock.forward")
-@one_thread
 def check_ViTBlock_forward(impl, ref):
     for i, (dim, heads, ratio, shape) in enumerate(((32, 4, 4.0, (2, 5)), (16, 2, 2.0, (1, 1)),
                                                      (24, 3, 4.0, (3, 16)))):
@@ -65,7 +64,6 @@ def _vit_variants(net, x, t, y) -> dict:
 
 
 @exercise("vit.ViTDenoiser.forward")
-@one_thread
 def check_ViTDenoiser_forward(impl, ref):
     configs = [
         # img_size, patch, in_channels, hidden, depth, heads, classes, input shape
