@@ -88,7 +88,7 @@ def cmd_grade(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    changed = generate(check_only=args.check)
+    changed = generate(args.modules or None, check_only=args.check)
     if args.check:
         if changed:
             print("course/ is out of date with solutions/ for: " + ", ".join(changed) +
@@ -129,6 +129,7 @@ def main(argv=None) -> int:
     p.add_argument("--submission-timeout", type=float, default=1800.0, help="seconds allowed per submission")
     p.set_defaults(fn=cmd_grade)
     p = sub.add_parser("generate", help="regenerate course/'s exercise modules from solutions/")
+    p.add_argument("modules", nargs="*", help="only these modules (default: all)")
     p.add_argument("--check", action="store_true", help="only report drift (exit 1)")
     p.set_defaults(fn=cmd_generate)
     p = sub.add_parser("judge", help="train (or load) the digit classifier used for accuracy and FD")
