@@ -1,0 +1,80 @@
+"""Chapter 1 benchmark: run the U-Net vs ViT notebook end to end in a profile and print what it measured.
+
+    COURSE_PROFILE=cpu python benchmarks/bench_ch1.py     # target: the chapter's training ≤ 3 min on 2 cores
+
+The notebook runs in reference mode in a fresh kernel, exactly as the book build runs it; the figures are read
+from the kernel afterwards, so they are the ones a reader sees: for both backbones the parameters, the forward
+GFLOP per 8×8 image (torch.utils.flop_counter: 2 FLOPs per multiply-add), the training seconds under the same
+budget, and FD and class accuracy of unguided (w = 1) 20-step DDIM samples.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORT = """
+import json
+print("BENCH" + json.dumps({
+    "profile": PROFILE.name, "fd_floor": floor, "budget": {k: v for k, v in budget.items()},
+    "models": {name: {"params": n_params(runs[name].model), "gflops": forward_gflops(runs[name].model, 8),
+                      "train_seconds": runs[name].seconds, "steps": runs[name].steps,
+                      "steps_per_second": runs[name].steps_per_second,
+                      "final_loss": sum(runs[name].losses[-100:]) / len(runs[name].losses[-100:]),
+                      "fd": evals[name].fd, "acc": evals[name].acc, "n_samples": len(evals[name].labels),
+                      "sampling_seconds": evals[name].seconds,
+                      "receptive_field": {str(t): spread(maps[name][t]) for t in ts_rf}}
+               for name in runs},
+    "cost_by_size": {str(s): {name: cost[name][i] for name in cost} for i, s in enumerate(sizes)},
+    "vit_mean_attention_distance": mean_dist.tolist(),
+}))
+"""
+
+
+def run_notebook(path: Path) -> tuple[dict, float]:
+    os.environ["COURSE_SOLUTIONS"] = "1"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(REPORT))
+    start = time.perf_counter()
+    NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    seconds = time.perf_counter() - start
+    text = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    return json.loads(text.split("BENCH", 1)[1]), seconds
+
+
+def main() -> None:
+    stats, wall = run_notebook(ROOT / "book" / "01_unet_vit.ipynb")
+    models = stats["models"]
+    budget = stats["budget"]
+    print(f"chapter 1, profile `{stats['profile']}`, {os.cpu_count()} CPU cores")
+    print(f"  whole notebook   {wall:7.1f} s")
+    print(f"  training of both {sum(m['train_seconds'] for m in models.values()):7.1f} s  (each: {budget['steps']} "
+          f"steps, batch {budget['batch_size']}, lr {budget['lr']:g})")
+    print(f"  {'':7s} {'params':>9s} {'GFLOP/img':>10s} {'train s':>8s} {'steps/s':>8s} {'loss':>7s} "
+          f"{'FD (w=1)':>9s} {'acc (w=1)':>10s} {'sampling s':>11s}")
+    for name, m in models.items():
+        print(f"  {name:7s} {m['params']:>9,} {m['gflops']:>10.4f} {m['train_seconds']:>8.1f} "
+              f"{m['steps_per_second']:>8.2f} {m['final_loss']:>7.4f} {m['fd']:>9.2f} {m['acc']:>10.1%} "
+              f"{m['sampling_seconds']:>11.1f}")
+    n = next(iter(models.values()))["n_samples"]
+    print(f"  ({n} samples per model, 20 DDIM steps; real training digits score FD {stats['fd_floor']:.2f})")
+    print("  receptive field of pixel (3, 4) after training (share of |gradient| on the pixel itself; of the rest, "
+          "share from 3 px or more away):")
+    for name, m in models.items():
+        print("    " + f"{name:6s} " + "   ".join(f"t = {t}: {own:.0%}, {far:.0%}" for t, (own, far) in
+                                              m["receptive_field"].items()))
+    print("  forward GFLOP per image as the image grows (params do not change):")
+    for size, row in stats["cost_by_size"].items():
+        print(f"    {size:>3}×{size:<3} " + "   ".join(f"{name} {gf:.3f}" for name, (_, gf) in row.items()))
+    dist = stats["vit_mean_attention_distance"]
+    print("  ViT mean attention distance per block (px, mean over heads): "
+          + ", ".join(f"{sum(b) / len(b):.2f}" for b in dist))
+
+
+if __name__ == "__main__":
+    main()
