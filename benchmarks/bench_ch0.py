@@ -9,19 +9,16 @@ from the kernel afterwards, so they are the ones a reader sees.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
+from notebook_runner import run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = """
-import json
 print("BENCH" + json.dumps({
     "profile": PROFILE.name, "train_steps": run.steps, "train_seconds": run.seconds,
     "steps_per_second": run.steps_per_second,
@@ -33,22 +30,11 @@ print("BENCH" + json.dumps({
 """
 
 
-def run_notebook(path: Path) -> tuple[dict, float]:
-    os.environ["COURSE_SOLUTIONS"] = "1"
-    nb = nbformat.read(path, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(REPORT))
-    start = time.perf_counter()
-    NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-    seconds = time.perf_counter() - start
-    text = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
-    return json.loads(text.split("BENCH", 1)[1]), seconds
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tests", action="store_true", help="also time tools/test.sh")
     args = parser.parse_args()
-    stats, wall = run_notebook(ROOT / "book" / "00_diffusion.ipynb")
+    stats, wall = run_notebook(ROOT / "book" / "00_diffusion.ipynb", REPORT)
     print(f"chapter 0, profile `{stats['profile']}`, {os.cpu_count()} CPU cores")
     print(f"  whole notebook            {wall:7.1f} s")
     print(f"  training                  {stats['train_seconds']:7.1f} s  ({stats['train_steps']} steps, "

@@ -9,17 +9,13 @@ budget, and FD and class accuracy of unguided (w = 1) 20-step DDIM samples.
 """
 from __future__ import annotations
 
-import json
 import os
-import time
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
+from notebook_runner import run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = """
-import json
 print("BENCH" + json.dumps({
     "profile": PROFILE.name, "fd_floor": floor, "budget": {k: v for k, v in budget.items()},
     "models": {name: {"params": n_params(runs[name].model), "gflops": forward_gflops(runs[name].model, 8),
@@ -36,19 +32,8 @@ print("BENCH" + json.dumps({
 """
 
 
-def run_notebook(path: Path) -> tuple[dict, float]:
-    os.environ["COURSE_SOLUTIONS"] = "1"
-    nb = nbformat.read(path, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(REPORT))
-    start = time.perf_counter()
-    NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-    seconds = time.perf_counter() - start
-    text = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
-    return json.loads(text.split("BENCH", 1)[1]), seconds
-
-
 def main() -> None:
-    stats, wall = run_notebook(ROOT / "book" / "01_unet_vit.ipynb")
+    stats, wall = run_notebook(ROOT / "book" / "01_unet_vit.ipynb", REPORT)
     models = stats["models"]
     budget = stats["budget"]
     print(f"chapter 1, profile `{stats['profile']}`, {os.cpu_count()} CPU cores")
