@@ -19,6 +19,7 @@ from notebook_runner import run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = """
+import json
 print("BENCH" + json.dumps({
     "profile": PROFILE.name, "train_steps": run.steps, "train_seconds": run.seconds,
     "steps_per_second": run.steps_per_second,

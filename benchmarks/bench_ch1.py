@@ -16,6 +16,7 @@ from notebook_runner import run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = """
+import json
 print("BENCH" + json.dumps({
     "profile": PROFILE.name, "fd_floor": floor, "budget": {k: v for k, v in budget.items()},
     "models": {name: {"params": n_params(runs[name].model), "gflops": forward_gflops(runs[name].model, 8),
