@@ -1,7 +1,7 @@
 """The grader: every exercise is compared with the reference, one block at a time.
 
 A check is a function `check_x(impl, ref)` registered with `@exercise("module.qualname")` in
-`course/checks/<module>.py`. `impl` is the implementation under test, loaded afresh with every *other* exercise of
+`course/checks/<module>.py`, written with the kit in `course/checks/kit.py`. `impl` is the implementation under test, loaded afresh with every *other* exercise of
 its module replaced by the reference (so one block is graded alone); `ref` is the reference module. A check raises
 `CheckFailed` with a message for the learner, or returns a short note on what passed.
 
@@ -16,6 +16,7 @@ import html
 import importlib
 import os
 import signal
+import tempfile
 import threading
 import time
 import traceback
@@ -24,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from course.exercises import (COURSE_DIR, SOLUTIONS_DIR, exercises, is_stub, load_module, modules, reference_module,
-                              resolve, stub_message)
+from course.exercises import (COURSE_DIR, SOLUTIONS_DIR, _set, exercises, is_stub, load_module, modules,
+                              reference_module, resolve, stub_message)
 
 DEFAULT_TIMEOUT = float(os.environ.get("COURSE_CHECK_TIMEOUT", 60))
 _REGISTRY: dict[str, callable] = {}
@@ -54,148 +55,6 @@ def registry() -> dict[str, callable]:
     for module in modules():
         importlib.import_module(f"course.checks.{module}")
     return dict(_REGISTRY)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Helpers for writing checks
-# ---------------------------------------------------------------------------------------------------------------
-def describe(x) -> str:
-    if isinstance(x, torch.Tensor):
-        return f"a tensor of shape {tuple(x.shape)}, dtype {x.dtype}, on {x.device}"
-    return f"a {type(x).__name__}"
-
-
-def expect_tensor(got, *, like: torch.Tensor | None = None, shape=None, dtype=None, device=None,
-                  what: str = "the output", finite: bool = True) -> torch.Tensor:
-    """Fail unless `got` is a tensor with the expected shape, dtype and device, and (by default) finite."""
-    if like is not None:
-        shape = tuple(like.shape) if shape is None else shape
-        dtype = like.dtype if dtype is None else dtype
-        device = like.device if device is None else device
-    if not isinstance(got, torch.Tensor):
-        raise CheckFailed(f"{what} should be a torch.Tensor, got {describe(got)}.")
-    if shape is not None and tuple(got.shape) != tuple(shape):
-        raise CheckFailed(f"{what} should have shape {tuple(shape)}, got {tuple(got.shape)}.")
-    if dtype is not None and got.dtype != dtype:
-        raise CheckFailed(f"{what} should have dtype {dtype}, got {got.dtype}. "
-                          "Hint: create new tensors with `dtype=`/`device=` of the inputs (or `torch.*_like`).")
-    if device is not None and got.device.type != torch.device(device).type:
-        raise CheckFailed(f"{what} should be on {device}, got {got.device}. "
-                          "Hint: create new tensors on the inputs' device.")
-    if finite and got.is_floating_point() and not torch.isfinite(got).all():
-        bad = (~torch.isfinite(got)).sum().item()
-        raise CheckFailed(f"{what} has {bad} NaN or infinite value(s). Hint: look for a division by zero, "
-                          "the log or square root of a negative number, or an uninitialised tensor (torch.empty).")
-    return got
-
-
-def _close(got: torch.Tensor, want: torch.Tensor, atol: float, rtol: float) -> bool:
-    return tuple(got.shape) == tuple(want.shape) and torch.allclose(
-        got.detach().to(want.dtype), want.detach(), atol=atol, rtol=rtol)
-
-
-def expect_close(got, want: torch.Tensor, *, what: str = "the output", atol: float = 1e-5, rtol: float = 1e-4,
-                 hint: str = "", mistakes: dict | None = None, check_dtype: bool = True) -> None:
-    """Fail unless `got` matches the reference `want` within `atol + rtol * |want|`.
-
-    `mistakes` maps a description of a common mistake to the output it would give; a learner's output that
-    matches one is told which.
-    """
-    expect_tensor(got, like=want, dtype=None if not check_dtype else want.dtype, what=what)
-    if _close(got, want, atol, rtol):
-        return
-    for description, wrong in (mistakes or {}).items():
-        if wrong is not None and _close(got, wrong, atol, rtol) and not _close(wrong, want, atol, rtol):
-            raise CheckFailed(f"{what} looks like a common mistake: {description}.")
-    diff = (got.detach().double() - want.detach().double()).abs()
-    index = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape)) if diff.dim() else ()
-    message = (f"{what} differs from the reference: largest difference {diff.max().item():.3g} at index {index} "
-               f"(yours {got.detach().double()[index].item():.6g}, expected {want.detach().double()[index].item():.6g}; "
-               f"tolerance atol={atol:g}, rtol={rtol:g}).")
-    raise CheckFailed(message + (f" Hint: {hint}" if hint else ""))
-
-
-def expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise CheckFailed(message)
-
-
-class seeded:
-    """A context in which the global torch RNG is seeded, and restored afterwards."""
-
-    def __init__(self, seed: int):
-        self.seed = seed
-
-    def __enter__(self):
-        self.state = torch.get_rng_state()
-        torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc):
-        torch.set_rng_state(self.state)
-        return False
-
-
-def build_pair(impl_cls, ref_cls, *args, seed: int = 0, **kwargs):
-    """The reference module and the learner's, with the same weights. The learner's `__init__` is given code, so a
-    mismatch of parameter names means the given `__init__` was edited."""
-    with seeded(seed):
-        ref = ref_cls(*args, **kwargs)
-    with seeded(seed):
-        mine = impl_cls(*args, **kwargs)
-    missing = set(ref.state_dict()) ^ set(mine.state_dict())
-    if missing:
-        raise CheckFailed(f"{impl_cls.__name__}.__init__ should build the same layers as the reference; these "
-                          f"parameters differ: {sorted(missing)[:6]}. Hint: write only the method, keep the given "
-                          "`__init__` as it is.")
-    mine.load_state_dict(ref.state_dict())
-    return mine, ref
-
-
-def compare_forward(mine: torch.nn.Module, ref: torch.nn.Module, inputs: tuple, *, method: str = "forward",
-                    what: str = "the output", atol: float = 1e-5, rtol: float = 1e-4, grads: bool = True,
-                    seed: int = 0, hint: str = "", mistakes: dict | None = None, kwargs: dict | None = None):
-    """Run `method` of both modules on copies of `inputs` (same seed), compare outputs, then gradients of the
-    floating-point inputs and of every parameter for one random cotangent. Returns the reference output."""
-    kwargs = kwargs or {}
-
-    def prepare():
-        return tuple(x.detach().clone().requires_grad_(grads and x.is_floating_point())
-                     if isinstance(x, torch.Tensor) else x for x in inputs)
-
-    ref_in, my_in = prepare(), prepare()
-    with seeded(seed):
-        want = getattr(ref, method)(*ref_in, **kwargs)
-    with seeded(seed):
-        got = getattr(mine, method)(*my_in, **kwargs)
-    expect_close(got, want, what=what, atol=atol, rtol=rtol, hint=hint, mistakes=mistakes)
-    if not grads:
-        return want
-    with seeded(seed + 1):
-        cotangent = torch.randn_like(want)
-    (want * cotangent).sum().backward()
-    try:
-        (got * cotangent).sum().backward()
-    except RuntimeError as e:
-        raise CheckFailed(f"backpropagating through your {method} failed: {e}. Hint: avoid in-place changes of "
-                          "tensors that autograd needs (use `x = x + ...` rather than `x += ...`) and `.detach()`.")
-    for i, (a, b) in enumerate(zip(my_in, ref_in)):
-        if isinstance(b, torch.Tensor) and b.grad is not None:
-            if a.grad is None:
-                raise CheckFailed(f"no gradient reaches input {i} of {method}: is it detached somewhere?")
-            expect_close(a.grad, b.grad, what=f"the gradient with respect to input {i}", atol=atol * 10,
-                         rtol=rtol * 10)
-    mine_params = dict(mine.named_parameters())
-    for name, p in ref.named_parameters():
-        q = mine_params[name]
-        if p.grad is None and q.grad is None:
-            continue
-        if q.grad is None:
-            raise CheckFailed(f"parameter `{name}` gets no gradient from your {method}; the reference uses it.")
-        if p.grad is None:
-            raise CheckFailed(f"parameter `{name}` gets a gradient from your {method}; the reference does not use "
-                              "it here.")
-        expect_close(q.grad, p.grad, what=f"the gradient of `{name}`", atol=atol * 10, rtol=rtol * 10)
-    return want
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -369,3 +228,20 @@ def check(target="all", impl: str | Path | None = None, timeout: float = DEFAULT
     if os.environ.get("COURSE_STRICT") == "1" and not report.passed:
         raise AssertionError(str(report))
     return report
+
+
+def grade_mistake(m) -> Result:
+    """Grade a declared mistake (`course.checks.kit.Mistake`) as if a learner had submitted it: the reference with
+    that one exercise replaced by the wrong code, or with the wrong edit applied to its source."""
+    module, qualname = m.exercise.split(".", 1)
+    if m.code is not None:
+        impl = load_module(module, SOLUTIONS_DIR, isolate=m.exercise)
+        _set(impl, qualname, m.code)
+        return run_exercise(m.exercise, impl=impl)
+    old, new = m.edit
+    source = (SOLUTIONS_DIR / f"{module}.py").read_text()
+    if source.count(old) < 1:
+        raise ValueError(f"{m}: the edit's old text does not occur in solutions/{module}.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / f"{module}.py").write_text(source.replace(old, new))
+        return run_exercise(m.exercise, tmp)

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from course.exercises import COURSE_DIR, ROOT, SOLUTIONS_DIR, exercises, modules, stub_message
-from course.grading import registry, run_exercise
+from course.checks.kit import all_mistakes
+from course.grading import grade_mistake, registry, run_exercise
 
 NAMES = exercises()
 
@@ -41,3 +42,22 @@ def test_stub_fails_with_pointer(name):
     assert not result.passed
     assert result.message == stub_message(name)
     assert re.search(r"book/\d\d_\w+\.ipynb", result.message)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Declared mistakes (course/checks/kit.py): each fails its check, named in the message
+# ---------------------------------------------------------------------------------------------------------------
+MISTAKES = all_mistakes()
+
+
+def test_every_exercise_declares_at_least_two_mistakes():
+    counts = {name: sum(m.exercise == name for m in MISTAKES) for name in NAMES}
+    assert all(n >= 2 for n in counts.values()), {k: v for k, v in counts.items() if v < 2}
+    assert {m.exercise for m in MISTAKES} <= set(NAMES)
+
+
+@pytest.mark.parametrize("mistake", MISTAKES, ids=str)
+def test_declared_mistake_fails_with_its_name(mistake):
+    result = grade_mistake(mistake)
+    assert not result.passed, f"{mistake} passed its check: {result.message}"
+    assert mistake.fragment.lower() in result.message.lower(), result.message

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from course.grading import CheckFailed, expect, expect_close, expect_tensor, exercise, seeded
+from course.checks.kit import CheckFailed, expect, expect_close, expect_tensor, exercise, seeded
 
 
 def _schedule(T=1000):

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from course.grading import CheckFailed, build_pair, compare_forward, expect, expect_close, expect_tensor, exercise, seeded
+from course.checks.kit import CheckFailed, build_pair, compare_forward, expect, expect_close, expect_tensor, exercise, seeded
 
 CHUNKS = ("shift_msa", "scale_msa", "gate_msa", "shift_mlp", "scale_mlp", "gate_mlp")
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course.grading import build_pair, compare_forward, exercise, expect, expect_close, expect_tensor, seeded
+from course.checks.kit import build_pair, compare_forward, exercise, expect, expect_close, expect_tensor, seeded
 
 
 # ---------------------------------------------------------------------------------------------------------------

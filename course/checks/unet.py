@@ -4,7 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from course.checks.layers import patched, randomize_norms
-from course.grading import build_pair, compare_forward, exercise, expect, expect_close, seeded
+from course.checks.kit import build_pair, compare_forward, exercise, expect, expect_close, seeded
 
 
 def _resblock_variants(rb, x, emb) -> dict:

@@ -2,65 +2,114 @@
 import torch
 import torch.nn as nn
 
-from course.checks.layers import patched, randomize_norms
-from course.grading import build_pair, compare_forward, exercise, expect, expect_close, seeded
+from course.checks.kit import check_denoiser, compare_forward, exercise, mistake, mistake_edit, random_pair, seeded
+from course.exercises import reference_module
 
 
-def _block_variants(b, x) -> dict:
-    a = x + b.attn(b.norm1(x))
-    return {
-        "a post-norm block (x = norm(x + sublayer(x)), as in the original Transformer); ViT normalises first: "
-        "x = x + sublayer(norm(x))": b.norm2(b.norm1(x + b.attn(x)) + b.mlp(b.norm1(x + b.attn(x)))),
-        "the residual of the attention is missing": b.attn(b.norm1(x)) + b.mlp(b.norm2(b.attn(b.norm1(x)))),
-        "the residual of the MLP is missing": b.mlp(b.norm2(a)),
-        "the MLP reads x from before the attention (a parallel block)": a + b.mlp(b.norm2(x)),
-        "norm1 and norm2 are swapped": (lambda a2: a2 + b.mlp(b.norm1(a2)))(x + b.attn(b.norm2(x))),
-    }
+# ---------------------------------------------------------------------------------------------------------------
+# ViTBlock.forward
+# ---------------------------------------------------------------------------------------------------------------
+@mistake("vit.ViTBlock.forward", "a post-norm block (x = norm(x + sublayer(x)), as in the original Transformer); "
+                                 "ViT normalises first: x = x + sublayer(norm(x))")
+def _(self, x):
+    x = self.norm1(x + self.attn(x))
+    return self.norm2(x + self.mlp(x))
+
+
+@mistake("vit.ViTBlock.forward", "the residual of the attention is missing")
+def _(self, x):
+    x = self.attn(self.norm1(x))
+    return x + self.mlp(self.norm2(x))
+
+
+@mistake("vit.ViTBlock.forward", "the residual of the MLP is missing")
+def _(self, x):
+    x = x + self.attn(self.norm1(x))
+    return self.mlp(self.norm2(x))
+
+
+@mistake("vit.ViTBlock.forward", "the MLP reads x from before the attention (a parallel block)")
+def _(self, x):
+    return x + self.attn(self.norm1(x)) + self.mlp(self.norm2(x))
+
+
+@mistake("vit.ViTBlock.forward", "norm1 and norm2 are swapped")
+def _(self, x):
+    x = x + self.attn(self.norm2(x))
+    return x + self.mlp(self.norm1(x))
 
 
 @exercise("vit.ViTBlock.forward")
 def check_ViTBlock_forward(impl, ref):
     for i, (dim, heads, ratio, shape) in enumerate(((32, 4, 4.0, (2, 5)), (16, 2, 2.0, (1, 1)),
                                                      (24, 3, 4.0, (3, 16)))):
-        mine, theirs = build_pair(impl.ViTBlock, ref.ViTBlock, dim, heads, ratio, seed=100 + i)
-        randomize_norms(theirs, 110 + i)
-        mine.load_state_dict(theirs.state_dict())
+        mine, theirs = random_pair(impl.ViTBlock, ref.ViTBlock, dim, heads, ratio, seed=100 + i, norms_only=True)
         with seeded(120 + i):
             x = torch.randn(*shape, dim)
-        with torch.no_grad():
-            mistakes = _block_variants(theirs, x)
-        compare_forward(mine, theirs, (x,), what=f"ViTBlock(dim={dim}, heads={heads}) on {tuple(x.shape)}",
-                        atol=1e-5, rtol=1e-4, mistakes=mistakes,
+        compare_forward(mine, theirs, (x,), exercise="vit.ViTBlock.forward",
+                        what=f"ViTBlock(dim={dim}, heads={heads}) on {tuple(x.shape)}",
                         hint="x = x + attn(norm1(x)); x = x + mlp(norm2(x)).")
     return "outputs and gradients match for 3 widths (batch 1, a single token, 16 tokens; atol 1e-5)."
 
 
-class _Zeros(nn.Module):
-    """An embedder that embeds nothing: (B,) -> zeros (B, D)."""
+# ---------------------------------------------------------------------------------------------------------------
+# ViTDenoiser.forward
+# ---------------------------------------------------------------------------------------------------------------
+def _denoise(self, x, t, y, *, pos=True, label=True, time=True, norm=True, depth=None):
+    """ViTDenoiser.forward with one ingredient left out: the common body of the wrong versions below."""
+    B, C, H, W = x.shape
+    p = self.patch_size
+    y = torch.full_like(t, self.num_classes) if y is None else y
+    tokens = self.x_embedder(x) + (self.pos_embed_for(H // p, W // p) if pos else 0)
+    c = (self.t_embedder(t) if time else 0) + (self.y_embedder(y) if label else 0)
+    tokens = tokens + c[:, None]
+    for block in list(self.blocks)[:depth]:
+        tokens = block(tokens)
+    out = self.head(self.norm(tokens) if norm else tokens)
+    return reference_module("layers").unpatchify(out, p, (H // p, W // p))
 
-    def __init__(self, dim):
-        super().__init__()
-        self.dim = dim
 
-    def forward(self, v):
-        return torch.zeros(len(v), self.dim)
+@mistake("vit.ViTDenoiser.forward", "the position embedding is missing (add self.pos_embed_for(H/p, W/p) to the "
+                                    "tokens)")
+def _(self, x, t, y=None):
+    return _denoise(self, x, t, y, pos=False)
 
 
-def _vit_variants(net, x, t, y) -> dict:
-    out = {}
-    zeros = lambda h, w: torch.zeros_like(net.pos_embed[:, :1])  # noqa: E731
-    with patched(net, pos_embed_for=zeros):
-        out["the position embedding is missing (add self.pos_embed_for(H/p, W/p) to the tokens)"] = net(x, t, y)
-    zero_embedder = _Zeros(net.pos_embed.shape[-1])
-    with patched(net, y_embedder=zero_embedder):
-        out["the class label is ignored (c = t_embedder(t) + y_embedder(y))"] = net(x, t, y)
-    with patched(net, t_embedder=zero_embedder):
-        out["the timestep is ignored (c = t_embedder(t) + y_embedder(y))"] = net(x, t, y)
-    with patched(net, norm=nn.Identity()):
-        out["the final LayerNorm `norm` is skipped before the head"] = net(x, t, y)
-    with patched(net, blocks=nn.ModuleList(list(net.blocks)[:1])):
-        out["only the first block runs (loop over all of self.blocks)"] = net(x, t, y)
-    return out
+@mistake("vit.ViTDenoiser.forward", "the class label is ignored (c = t_embedder(t) + y_embedder(y))")
+def _(self, x, t, y=None):
+    return _denoise(self, x, t, y, label=False)
+
+
+@mistake("vit.ViTDenoiser.forward", "the timestep is ignored (c = t_embedder(t) + y_embedder(y))")
+def _(self, x, t, y=None):
+    return _denoise(self, x, t, y, time=False)
+
+
+@mistake("vit.ViTDenoiser.forward", "the final LayerNorm `norm` is skipped before the head")
+def _(self, x, t, y=None):
+    return _denoise(self, x, t, y, norm=False)
+
+
+@mistake("vit.ViTDenoiser.forward", "only the first block runs (loop over all of self.blocks)")
+def _(self, x, t, y=None):
+    return _denoise(self, x, t, y, depth=1)
+
+
+@mistake("vit.ViTDenoiser.forward", "the tokens are reshaped straight into an image (no unpatchify)")
+def _(self, x, t, y=None):
+    B, C, H, W = x.shape
+    p = self.patch_size
+    y = torch.full_like(t, self.num_classes) if y is None else y
+    tokens = self.x_embedder(x) + self.pos_embed_for(H // p, W // p) + (self.t_embedder(t) + self.y_embedder(y))[:, None]
+    for block in self.blocks:
+        tokens = block(tokens)
+    return self.head(self.norm(tokens)).reshape(B, C, H, W)
+
+
+mistake_edit("vit.ViTDenoiser.forward", "the stored pos_embed is added whatever the input size (use "
+             "pos_embed_for(H/p, W/p))", "self.pos_embed_for(H // p, W // p)", "self.pos_embed", says="raised")
+mistake_edit("vit.ViTDenoiser.forward", "unpatchify gets the grid as (W/p, H/p)", "unpatchify(out, p, (H // p, W // p))",
+             "unpatchify(out, p, (W // p, H // p))", says="should have shape")
 
 
 @exercise("vit.ViTDenoiser.forward")
@@ -72,31 +121,21 @@ def check_ViTDenoiser_forward(impl, ref):
         (8, 2, 1, 32, 2, 4, 10, (2, 1, 4, 6)),  # another size than img_size: pos_embed_for(2, 3)
     ]
     for i, (img, p, c, d, depth, heads, ncls, shape) in enumerate(configs):
-        mine, theirs = build_pair(impl.ViTDenoiser, ref.ViTDenoiser, img_size=img, patch_size=p, in_channels=c,
-                                  hidden_size=d, depth=depth, num_heads=heads, num_classes=ncls, seed=130 + i)
+        mine, theirs = random_pair(impl.ViTDenoiser, ref.ViTDenoiser, img_size=img, patch_size=p, in_channels=c,
+                                   hidden_size=d, depth=depth, num_heads=heads, num_classes=ncls, seed=130 + i,
+                                   norms_only=True)
         # The head starts at zero (so a fresh model outputs 0); give it weights, or the check would see nothing.
         with seeded(140 + i), torch.no_grad():
             nn.init.normal_(theirs.head.weight, std=0.2)
             nn.init.normal_(theirs.head.bias, std=0.2)
-        randomize_norms(theirs, 150 + i)
         mine.load_state_dict(theirs.state_dict())
         with seeded(160 + i):
             x = torch.randn(*shape)
             t = torch.randint(0, 1000, (shape[0],))
             y = torch.randint(0, ncls + 1, (shape[0],))
-        with torch.no_grad():
-            mistakes = _vit_variants(theirs, x, t, y)
-        compare_forward(mine, theirs, (x, t, y), what=f"ViTDenoiser(patch {p}, {c} channel(s)) on {tuple(shape)}",
-                        atol=1e-5, rtol=1e-4, mistakes=mistakes,
-                        hint="tokens = x_embedder(x) + pos_embed_for(H/p, W/p); c = t_embedder(t) + y_embedder(y); "
-                             "tokens + c[:, None]; the blocks; head(norm(tokens)); unpatchify with grid (H/p, W/p).")
-        if i == 0:
-            with torch.no_grad():
-                expect_close(mine(x, t, None), theirs(x, t, torch.full_like(t, ncls)), what="ViTDenoiser with y=None",
-                             atol=1e-5, rtol=1e-4, hint="y=None means the null class `num_classes`.")
-    with torch.no_grad():
-        a = mine(x, t, torch.zeros_like(y))
-        b = mine(x, t, torch.ones_like(y))
-    expect(not torch.allclose(a, b), "the output does not depend on the class label y.")
-    return ("outputs and gradients match for patch 2 and 4, 1 and 3 channels, batch 1, a 4×6 input (a 2×3 grid) "
-            "and y=None (atol 1e-5).")
+        check_denoiser(mine, theirs, x, t, y, exercise="vit.ViTDenoiser.forward", num_classes=ncls,
+                       what=f"ViTDenoiser(patch {p}, {c} channel(s)) on {tuple(shape)}",
+                       hint="tokens = x_embedder(x) + pos_embed_for(H/p, W/p); c = t_embedder(t) + y_embedder(y); "
+                            "tokens + c[:, None]; the blocks; head(norm(tokens)); unpatchify with grid (H/p, W/p).")
+    return ("outputs and gradients match for patch 2 and 4, 1 and 3 channels, batch 1, a 4×6 input (a 2×3 grid); "
+            "y=None is the null class; the output depends on t and y (atol 1e-5).")

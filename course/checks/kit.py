@@ -1,0 +1,343 @@
+"""The one kit every check is written with.
+
+A check compares the learner's code with the reference on seeded inputs and fails with a message that says what
+was expected, what came back and how to fix it. Three things make that short to write:
+
+* **expectations** (`expect`, `expect_tensor`, `expect_close`): shape, dtype, device, finiteness, closeness;
+* **pairs** (`random_pair`, `compare_forward`, `check_denoiser`): the learner's module and the reference's with the
+  same random weights, compared forward and backward, and the behaviours every denoiser shares;
+* **declared mistakes** (`@mistake`): each plausible wrong version of an exercise is written once, as code with
+  the exercise's signature. The check runs it on the same inputs to recognise it and *name* it ("looks like a
+  common mistake: the `1 +` is missing"); the test suite grades it as a submission to prove the check fails on it.
+
+A complete small example, the check of `dit.modulate` (see `course/checks/dit.py`)::
+
+    @mistake("dit.modulate", "the `1 +` is missing: x · scale + shift")
+    def _(x, shift, scale):
+        return x * scale.unsqueeze(1) + shift.unsqueeze(1)
+
+    @exercise("dit.modulate")
+    def check_modulate(impl, ref):
+        x, shift, scale = ...
+        expect_close(impl.modulate(x, shift, scale), ref.modulate(x, shift, scale),
+                     mistakes=wrong_outputs("dit.modulate", x, shift, scale), hint="x · (1 + scale) + shift")
+        return "what passed"
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from course.grading import CheckFailed, exercise, registry
+
+__all__ = ["CheckFailed", "exercise", "expect", "expect_tensor", "expect_close", "describe", "seeded", "patched",
+           "randomize", "build_pair", "random_pair", "compare_forward", "check_denoiser", "Mistake", "mistake",
+           "mistake_edit", "mistakes", "all_mistakes", "wrong_outputs"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Declared mistakes
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Mistake:
+    """A plausible wrong version of one exercise.
+
+    `code` has the exercise's signature (a method takes `self`); or, for a slip in given code that no replacement
+    function can express, `edit` = (old, new) is a text edit of the reference file. `says` is the fragment of the
+    check's message that names it, when that is not `name` itself (for a mistake that fails before any output is
+    compared, e.g. one that raises)."""
+
+    exercise: str
+    name: str
+    code: Callable | None = None
+    edit: tuple[str, str] | None = None
+    says: str | None = None
+
+    @property
+    def fragment(self) -> str:
+        return self.says or self.name
+
+    def __str__(self) -> str:
+        return f"{self.exercise}: {self.name}"
+
+
+_MISTAKES: dict[str, list[Mistake]] = {}
+
+
+def _declare(m: Mistake) -> None:
+    known = _MISTAKES.setdefault(m.exercise, [])
+    if any(k.name == m.name for k in known):
+        raise ValueError(f"mistake declared twice for {m.exercise}: {m.name}")
+    known.append(m)
+
+
+def mistake(exercise: str, name: str, *, says: str | None = None):
+    """Declare the decorated function as a wrong version of `exercise`, named `name` for the learner."""
+
+    def register(fn):
+        _declare(Mistake(exercise, name, code=fn, says=says))
+        return fn
+
+    return register
+
+
+def mistake_edit(exercise: str, name: str, old: str, new: str, *, says: str | None = None) -> None:
+    """Declare a wrong version of `exercise` as an edit of the reference's source (`old` must occur in it)."""
+    _declare(Mistake(exercise, name, edit=(old, new), says=says))
+
+
+def mistakes(exercise: str) -> list[Mistake]:
+    """The mistakes declared for one exercise (its checks module must be imported: `registry()` does that)."""
+    return list(_MISTAKES.get(exercise, []))
+
+
+def all_mistakes() -> list[Mistake]:
+    registry()
+    return [m for ms in _MISTAKES.values() for m in ms]
+
+
+def wrong_outputs(exercise: str, *args, self=None, seed: int | None = None, **kwargs) -> dict:
+    """{name: what the wrong version returns} for each declared mistake of `exercise` with code, run on copies of
+    the same arguments (as a method of `self` when given, e.g. the reference module). A wrong version that cannot
+    run on these inputs gives None and is not named here."""
+    out = {}
+    for m in mistakes(exercise):
+        if m.code is None:
+            continue
+        copies = [a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args]
+        try:
+            with torch.no_grad(), (seeded(seed) if seed is not None else contextlib.nullcontext()):
+                out[m.name] = m.code(self, *copies, **kwargs) if self is not None else m.code(*copies, **kwargs)
+        except Exception:  # noqa: BLE001 - a wrong version that does not apply to these shapes names nothing
+            out[m.name] = None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Expectations
+# ---------------------------------------------------------------------------------------------------------------
+def describe(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a tensor of shape {tuple(x.shape)}, dtype {x.dtype}, on {x.device}"
+    return f"a {type(x).__name__}"
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+def expect_tensor(got, *, like: torch.Tensor | None = None, shape=None, dtype=None, device=None,
+                  what: str = "the output", finite: bool = True) -> torch.Tensor:
+    """Fail unless `got` is a tensor with the expected shape, dtype and device, and (by default) finite."""
+    if like is not None:
+        shape = tuple(like.shape) if shape is None else shape
+        dtype = like.dtype if dtype is None else dtype
+        device = like.device if device is None else device
+    if not isinstance(got, torch.Tensor) or type(got) not in (torch.Tensor, nn.Parameter):
+        raise CheckFailed(f"{what} should be a torch.Tensor, got {describe(got)}.")
+    if shape is not None and tuple(got.shape) != tuple(shape):
+        raise CheckFailed(f"{what} should have shape {tuple(shape)}, got {tuple(got.shape)}.")
+    if dtype is not None and got.dtype != dtype:
+        raise CheckFailed(f"{what} should have dtype {dtype}, got {got.dtype}. "
+                          "Hint: create new tensors with `dtype=`/`device=` of the inputs (or `torch.*_like`).")
+    if device is not None and got.device.type != torch.device(device).type:
+        raise CheckFailed(f"{what} should be on {device}, got {got.device}. "
+                          "Hint: create new tensors on the inputs' device.")
+    if finite and got.is_floating_point() and not torch.isfinite(got).all():
+        bad = (~torch.isfinite(got)).sum().item()
+        raise CheckFailed(f"{what} has {bad} NaN or infinite value(s). Hint: look for a division by zero, "
+                          "the log or square root of a negative number, or an uninitialised tensor (torch.empty).")
+    return got
+
+
+def _close(got: torch.Tensor, want: torch.Tensor, atol: float, rtol: float) -> bool:
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(want.shape):
+        return False
+    diff = (got.detach().double() - want.detach().double()).abs()
+    return bool((diff <= atol + rtol * want.detach().double().abs()).all())
+
+
+def expect_close(got, want: torch.Tensor, *, what: str = "the output", atol: float = 1e-5, rtol: float = 1e-4,
+                 hint: str = "", mistakes: dict | None = None, check_dtype: bool = True) -> None:
+    """Fail unless `got` matches the reference `want` within `atol + rtol · |want|`.
+
+    `mistakes` maps a mistake's name to the output it gives (`wrong_outputs`); an output that matches one is told
+    which. The comparison is done here in float64, never with the learner's (patchable) torch.allclose.
+    """
+    expect_tensor(got, like=want, dtype=None if not check_dtype else want.dtype, what=what)
+    if _close(got, want, atol, rtol):
+        return
+    for description, wrong in (mistakes or {}).items():
+        if isinstance(wrong, torch.Tensor) and _close(got, wrong, atol, rtol) and not _close(wrong, want, atol, rtol):
+            raise CheckFailed(f"{what} looks like a common mistake: {description}.")
+    diff = (got.detach().double() - want.detach().double()).abs()
+    index = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape)) if diff.dim() else ()
+    message = (f"{what} differs from the reference: largest difference {diff.max().item():.3g} at index {index} "
+               f"(yours {got.detach().double()[index].item():.6g}, expected {want.detach().double()[index].item():.6g}; "
+               f"tolerance atol={atol:g}, rtol={rtol:g}).")
+    raise CheckFailed(message + (f" Hint: {hint}" if hint else ""))
+
+
+class seeded:
+    """A context in which the global torch RNG is seeded, and restored afterwards."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __enter__(self):
+        self.state = torch.get_rng_state()
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc):
+        torch.set_rng_state(self.state)
+        return False
+
+
+@contextlib.contextmanager
+def patched(obj, **attrs):
+    """Temporarily replace attributes (submodules or methods) of an object."""
+    old = {name: getattr(obj, name) for name in attrs}
+    for name, value in attrs.items():
+        setattr(obj, name, value)
+    try:
+        yield obj
+    finally:
+        for name, value in old.items():
+            setattr(obj, name, value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pairs of modules with the same random weights
+# ---------------------------------------------------------------------------------------------------------------
+NORMS = (nn.LayerNorm, nn.GroupNorm)
+
+
+def randomize(module: nn.Module, seed: int, std: float = 0.3, norms_only: bool = False) -> nn.Module:
+    """Random weights, so that a check can tell every parameter's role apart.
+
+    By default every parameter (zero-initialised ones, and fixed ones like DiT's pos_embed, too) is drawn from
+    N(0, std²). With `norms_only`, only the affines of LayerNorm/GroupNorm get std·N(0, 1) added (deep conv
+    stacks keep their default init, which keeps their activations in range)."""
+    with seeded(seed), torch.no_grad():
+        if norms_only:
+            for m in module.modules():
+                if isinstance(m, NORMS) and getattr(m, "weight", None) is not None:
+                    m.weight.add_(std * torch.randn_like(m.weight))
+                    m.bias.add_(std * torch.randn_like(m.bias))
+        else:
+            for p in module.parameters():
+                p.normal_(0.0, std)
+    return module
+
+
+def build_pair(impl_cls, ref_cls, *args, seed: int = 0, **kwargs):
+    """The learner's module and the reference's, built with the same seed and holding the same weights. The
+    learner's `__init__` is given code, so a mismatch of parameter names means the given `__init__` was edited."""
+    with seeded(seed):
+        ref = ref_cls(*args, **kwargs)
+    with seeded(seed):
+        mine = impl_cls(*args, **kwargs)
+    if not isinstance(mine, nn.Module):
+        raise CheckFailed(f"{impl_cls.__name__}(...) should build an nn.Module, got {describe(mine)}.")
+    missing = set(ref.state_dict()) ^ set(mine.state_dict())
+    if missing:
+        raise CheckFailed(f"{impl_cls.__name__}.__init__ should build the same layers as the reference; these "
+                          f"parameters differ: {sorted(missing)[:6]}. Hint: write only the method, keep the given "
+                          "`__init__` as it is.")
+    mine.load_state_dict(ref.state_dict())
+    return mine, ref
+
+
+def random_pair(impl_cls, ref_cls, *args, seed: int = 0, std: float = 0.3, norms_only: bool = False, **kwargs):
+    """`build_pair`, then the same random weights in both (see `randomize`)."""
+    mine, ref = build_pair(impl_cls, ref_cls, *args, seed=seed, **kwargs)
+    randomize(ref, seed + 1000, std, norms_only)
+    mine.load_state_dict(ref.state_dict())
+    return mine, ref
+
+
+def compare_forward(mine: nn.Module, ref: nn.Module, inputs: tuple, *, exercise: str | None = None,
+                    method: str = "forward", what: str = "the output", atol: float = 1e-5, rtol: float = 1e-4,
+                    grads: bool = True, seed: int = 0, hint: str = "", mistakes: dict | None = None,
+                    kwargs: dict | None = None):
+    """Run `method` of both modules on copies of `inputs` (same seed) and compare the outputs, then the gradients of
+    the floating-point inputs and of every parameter for one random cotangent. With `exercise`, the declared
+    mistakes of that exercise are run as methods of the reference on the same inputs, to be named when matched.
+    Returns the reference output."""
+    kwargs = kwargs or {}
+
+    def prepare():
+        return tuple(x.detach().clone().requires_grad_(grads and x.is_floating_point())
+                     if isinstance(x, torch.Tensor) else x for x in inputs)
+
+    ref_in, my_in = prepare(), prepare()
+    with seeded(seed):
+        want = getattr(ref, method)(*ref_in, **kwargs)
+    known = dict(mistakes or {})
+    if exercise is not None:
+        known.update(wrong_outputs(exercise, *inputs, self=ref, seed=seed, **kwargs))
+    with seeded(seed):
+        got = getattr(mine, method)(*my_in, **kwargs)
+    expect_close(got, want, what=what, atol=atol, rtol=rtol, hint=hint, mistakes=known)
+    if not grads:
+        return want
+    with seeded(seed + 1):
+        cotangent = torch.randn_like(want)
+    (want * cotangent).sum().backward()
+    try:
+        (got * cotangent).sum().backward()
+    except RuntimeError as e:
+        raise CheckFailed(f"backpropagating through your {method} failed: {e}. Hint: avoid in-place changes of "
+                          "tensors that autograd needs (use `x = x + ...` rather than `x += ...`) and `.detach()`.")
+    for i, (a, b) in enumerate(zip(my_in, ref_in)):
+        if isinstance(b, torch.Tensor) and b.grad is not None:
+            if a.grad is None:
+                raise CheckFailed(f"no gradient reaches input {i} of {method}: is it detached somewhere?")
+            expect_close(a.grad, b.grad, what=f"the gradient with respect to input {i}", atol=atol * 10,
+                         rtol=rtol * 10)
+    mine_params = dict(mine.named_parameters())
+    for name, p in ref.named_parameters():
+        q = mine_params[name]
+        if p.grad is None and q.grad is None:
+            continue
+        if q.grad is None:
+            raise CheckFailed(f"parameter `{name}` gets no gradient from your {method}; the reference uses it.")
+        if p.grad is None:
+            raise CheckFailed(f"parameter `{name}` gets a gradient from your {method}; the reference does not use "
+                              "it here.")
+        expect_close(q.grad, p.grad, what=f"the gradient of `{name}`", atol=atol * 10, rtol=rtol * 10)
+    return want
+
+
+def check_denoiser(mine: nn.Module, ref: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, *,
+                   exercise: str, num_classes: int | None, what: str, hint: str = "", atol: float = 1e-5,
+                   rtol: float = 1e-4, seed: int = 0, null_label: bool = True):
+    """The checks every denoiser ε_θ(x_t, t, y) shares: forward and backward match the reference (declared mistakes
+    named); `y=None` is the null class `num_classes` (when `null_label`); the output depends on t, and on y when
+    class-conditional. Returns the reference output."""
+    want = compare_forward(mine, ref, (x, t, y), exercise=exercise, what=what, hint=hint, atol=atol, rtol=rtol,
+                           seed=seed)
+    with torch.no_grad():
+        if num_classes and null_label:
+            with seeded(seed):
+                null = ref(x, t, torch.full_like(t, num_classes))
+            with seeded(seed):
+                got = mine(x, t, None)
+            expect_close(got, null, what=f"{what} with y=None", atol=atol, rtol=rtol,
+                         hint="y=None means the null class `num_classes` (the label classifier-free guidance drops "
+                              "to).")
+        with seeded(seed):
+            base = mine(x, t, y)
+        with seeded(seed):
+            later = mine(x, (t + 397) % 1000, y)
+        expect(not _close(later, base, 1e-6, 0), f"{what}: the output does not depend on the timestep t.")
+        if num_classes and y is not None:
+            with seeded(seed):
+                other = mine(x, t, (y + 1) % num_classes)
+            expect(not _close(other, base, 1e-6, 0), f"{what}: the output does not depend on the class label y.")
+    return want
