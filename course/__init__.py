@@ -16,7 +16,7 @@ import sys
 
 from course.exercises import ALL_MODULES, CHAPTER_OF, CHAPTERS, SOLUTIONS_DIR
 
-__all__ = ["check", "setup", "reference_mode"]
+__all__ = ["check", "setup", "reference_mode", "show_exercise"]
 
 
 def reference_mode() -> bool:
@@ -43,6 +43,13 @@ def check(target: str = "all", **kwargs):
     from course.grading import check as _check
 
     return _check(target, **kwargs)
+
+
+def show_exercise(name: str):
+    """Show what to write for an exercise (and, in the built book, the reference folded away)."""
+    from course.show import show_exercise as _show
+
+    return _show(name)
 
 
 def setup(module: str, seed: int = 0):

@@ -212,3 +212,29 @@ def reference_module(module: str) -> types.ModuleType:
     if module not in _reference_cache:
         _reference_cache[module] = load_module(module, SOLUTIONS_DIR)
     return _reference_cache[module]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the book shows of an exercise
+# ---------------------------------------------------------------------------------------------------------------
+def exercise_source(name: str) -> tuple[str, str]:
+    """(what the learner is given, the reference body) of an exercise, read from `solutions/` now.
+
+    The first is the signature and docstring, under its class line for a method; the second is the marked body,
+    dedented."""
+    import textwrap
+
+    module = name.split(".")[0]
+    source = (SOLUTIONS_DIR / f"{module}.py").read_text()
+    lines = source.splitlines()
+    block = next(b for b in find_blocks(source, module) if b.exercise == name)
+    enclosing = [node for node in ast.walk(ast.parse(source))
+                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                 and node.lineno < block.begin < node.end_lineno]
+    fn = max(enclosing, key=lambda node: node.lineno)
+    first = min([fn.lineno] + [d.lineno for d in fn.decorator_list])
+    given = lines[first - 1: block.begin - 1] + [block.indent + "..."]
+    if "." in block.qualname:
+        given = [f"class {block.qualname.split('.')[0]}:", "    ..."] + given
+    body = textwrap.dedent("\n".join(lines[block.begin: block.end - 1]))
+    return textwrap.dedent("\n".join(given)).rstrip() + "\n", body.rstrip() + "\n"

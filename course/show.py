@@ -1,0 +1,45 @@
+"""What an exercise section of the book shows: the code to write (signature and docstring, read from `solutions/`
+when the cell runs, never copied by hand) and, in the built book only, the reference body folded away."""
+from __future__ import annotations
+
+import html
+
+from course.exercises import exercise_source
+
+
+def _highlight(code: str) -> str:
+    try:
+        from pygments import highlight
+        from pygments.formatters import HtmlFormatter
+        from pygments.lexers import PythonLexer
+    except ImportError:  # pygments ships with Jupyter; plain text without it
+        return f"<pre>{html.escape(code)}</pre>"
+    return highlight(code, PythonLexer(), HtmlFormatter(noclasses=True, nobackground=True))
+
+
+class ExerciseView:
+    """Shows itself as HTML in a notebook or the book, and as Markdown-like text elsewhere."""
+
+    def __init__(self, name: str, reveal: bool):
+        self.name, self.reveal = name, reveal
+        self.given, self.body = exercise_source(name)
+
+    def _repr_html_(self) -> str:
+        parts = [f'<div class="course-exercise"><div style="font-size:90%;opacity:.75">You write, in '
+                 f'<code>course/{self.name.split(".")[0]}.py</code>:</div>', _highlight(self.given)]
+        if self.reveal:
+            parts.append('<details class="course-reference"><summary>Show the reference</summary>'
+                         + _highlight(self.body) + "</details>")
+        parts.append("</div>")
+        return "\n".join(parts)
+
+    def __repr__(self) -> str:
+        return self.given
+
+
+def show_exercise(name: str) -> ExerciseView:
+    """`show_exercise("dit.modulate")`: the signature and docstring to implement; the reference is added, folded,
+    only in reference mode (the book build), so a learner's own notebook does not hand out the answer."""
+    from course import reference_mode
+
+    return ExerciseView(name, reveal=reference_mode())
