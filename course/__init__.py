@@ -16,7 +16,7 @@ import sys
 
 from course.exercises import ALL_MODULES, CHAPTER_OF, CHAPTERS, SOLUTIONS_DIR
 
-__all__ = ["check", "setup", "reference_mode", "show_exercise"]
+__all__ = ["check", "setup", "reference_mode", "show_exercise", "glue"]
 
 
 def reference_mode() -> bool:
@@ -50,6 +50,13 @@ def show_exercise(name: str):
     from course.show import show_exercise as _show
 
     return _show(name)
+
+
+def glue(name: str, value, display: bool = False):
+    """Hand a measured number to the book's prose (myst-nb `glue`; a no-op without myst-nb)."""
+    from course.show import glue as _glue
+
+    return _glue(name, value, display)
 
 
 def setup(module: str, seed: int = 0):

@@ -43,3 +43,15 @@ def show_exercise(name: str) -> ExerciseView:
     from course import reference_mode
 
     return ExerciseView(name, reveal=reference_mode())
+
+
+def glue(name: str, value, display: bool = False):
+    """Hand a measured value to the prose: `glue("dit_fd", fd)`, then write {glue:text}`dit_fd:.2f` in a markdown
+    cell. The book (myst-nb) puts the number in the sentence; without myst-nb (a learner's JupyterLab) it is a
+    no-op, and the cell's printed output carries the number instead. Returns the value."""
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:
+        return value
+    _glue(name, value, display=display)
+    return value

@@ -51,3 +51,40 @@ def test_every_exercise_has_its_section_and_check_cell(module):
         assert heading, f"no '## Exercise: {name}' section in {path.name} (the stub's message points there)"
         after = [source(c) for c in all_cells[heading[0]:] if c["cell_type"] == "code"]
         assert after and f'check("{name}")' in after[0], f"the first code cell after {name}'s section checks it"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Every figure the course measures reaches the prose from the run
+# ---------------------------------------------------------------------------------------------------------------
+MEASURED = re.compile(r"""(?x)
+      (?<![≤<])\s\d[\d,.]*\s?%                                   # a percentage (not a bound like ≤ 5 %)
+    | \bFDs?\s*(?:of|=|≈|~|:|is|near|around|at)?\s*\d            # an FD value
+    | (?<![≤<]\s)(?<![≤<])\b\d[\d,.]*\s?(?:s|sec|seconds|min|minutes)\b(?!/)   # a duration (not a ≤ budget)
+    | \d[\d,.]*\s?(?:steps/s|img/s|it/s|images/s|samples/s)      # a speed
+    | \bfactor\s(?:of\s)?\d | \d[\d.]*\s?×\s?(?:faster|slower|more|fewer|less|as)  # a ratio
+""")
+PAPER = re.compile(r"paper(?:s)?\s(?:report|give|find|measure|show)|reports?\b|\bpublished\b|\bFID\b", re.I)
+
+
+def unglued_figures(markdown: str) -> list[str]:
+    """Sentences of a markdown cell that state a measured-looking figure by hand (math, code, glue roles and
+    sentences citing a paper's own figures are fine)."""
+    text = re.sub(r"\$\$.*?\$\$|\$[^$]*\$|\{glue[^}]*\}`[^`]*`|`[^`]*`|<[^>]+>", " ", markdown, flags=re.S)
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n\n", text)
+            if MEASURED.search(" " + s) and not PAPER.search(s)]
+
+
+def test_the_figure_detector_sees_typed_figures_and_spares_glued_ones():
+    assert unglued_figures("The U-Net reaches 96 % here.")
+    assert unglued_figures("adaLN-Zero reaches FD 8.8 against 17–20.")
+    assert unglued_figures("Training took 86 s at 9.3 steps/s.")
+    assert unglued_figures("The DiT trains a factor of 14 faster.")
+    assert not unglued_figures("The U-Net reaches {glue:text}`unet_acc:.1%` here.")
+    assert not unglued_figures("The paper reports FID 2.27 on ImageNet 256×256.")
+    assert not unglued_figures("Each chapter runs in ≤ 3 min on 2 cores with $\\beta_1 = 10^{-4}$ and patch 2.")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_measured_figure_is_typed_into_the_prose(path):
+    typed = [s for c in cells(path) if c["cell_type"] == "markdown" for s in unglued_figures(source(c))]
+    assert not typed, "glue these from the run (course.glue + {glue:text}`name`):\n" + "\n".join(typed)
