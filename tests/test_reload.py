@@ -42,10 +42,12 @@ def test_the_next_cell_runs_the_learners_edit(tmp_path, monkeypatch):
         assert "NotImplementedError" in err, (out, err)
         path = tmp_path / "course" / "diffusion.py"
         source = path.read_text()
-        stub = next(line for line in source.splitlines() if "diffusion.cfg_eps" in line and "NotImplementedError" in line)
+        stub = next(line for line in source.splitlines()
+                    if "diffusion.cfg_eps" in line and "NotImplementedError" in line)
         indent = stub[: len(stub) - len(stub.lstrip())]
         time.sleep(1.1)  # a later modification time than the import's
-        path.write_text(source.replace(stub, textwrap.indent("return eps_uncond + w * (eps_cond - eps_uncond)", indent)))
+        answer = textwrap.indent("return eps_uncond + w * (eps_cond - eps_uncond)", indent)
+        path.write_text(source.replace(stub, answer))
         out, err = run(kc, "print(float(cfg_eps(torch.ones(1), torch.zeros(1), 2.0)))")
         assert not err and out.strip() == "2.0", (out, err)
     finally:
