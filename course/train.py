@@ -147,7 +147,8 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
     the random numbers of the rest of the run differ).
 
     `compile`: False runs eagerly; True runs the model through `torch.compile` (CUDA graphs on CUDA); a string
-    is a `torch.compile` mode ("default", "reduce-overhead", "max-autotune", ...); None (the default) compiles on
+    is a `torch.compile` mode ("default", "reduce-overhead", "max-autotune", ...) or "cudagraphs" (CUDA graphs
+    without generating kernels: compiles in seconds); None (the default) compiles on
     CUDA for runs of ≥ `AUTO_COMPILE_MIN_STEPS` steps and never on the CPU. The first compiling steps are shown
     by the bar and timed apart in `TrainResult.compile_seconds`.
 
@@ -246,7 +247,9 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
                 "it from another model or configuration? Pass another `checkpoint=` path, or `resume=False` to "
                 "start afresh (which overwrites it).") from None
 
-    if compile_mode:  # after loading: the compiled model shares the model's parameters
+    if compile_mode == "cudagraphs":  # after loading: the compiled model shares the model's parameters
+        runner = torch.compile(runner, backend="cudagraphs")
+    elif compile_mode:
         runner = torch.compile(runner, mode=compile_mode)
     step, n = start_step, x.shape[0]
     sync_every = LOSS_SYNC_EVERY.get(dev.type, 1)
