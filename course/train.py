@@ -100,8 +100,13 @@ def diffusion_loss_fn(diffusion, *, batch_size: int, rows: slice, p_uncond: floa
     t, ε and the dropped labels are drawn for the whole (global) `batch_size` by the generator, on the device,
     and this process keeps its `rows` of them: a run gives the same numbers whatever the number of processes.
     """
+    method = type(diffusion).loss
+    if method.__qualname__ != "Diffusion.loss" or "ddpm_loss" not in method.__globals__:
+        # A process with a loss of its own: call it (it draws its own numbers, on `generator.device`).
+        return lambda model, x0, y, generator: diffusion.loss(model, x0, y, p_uncond=p_uncond,
+                                                              num_classes=num_classes, generator=generator)
     # The `ddpm_loss` that `diffusion.loss` calls: the learner's, or the reference standing in for it.
-    ddpm_loss = diffusion.loss.__func__.__globals__["ddpm_loss"]
+    ddpm_loss = method.__globals__["ddpm_loss"]
     # ᾱ on the device once (MPS has no float64), so no step copies it from the host.
     alphas_cumprod = diffusion.alphas_cumprod.to(device, torch.float32 if device.type == "mps" else None)
 
@@ -148,9 +153,9 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
 
     `compile`: False runs eagerly; True runs the model through `torch.compile` (CUDA graphs on CUDA); a string
     is a `torch.compile` mode ("default", "reduce-overhead", "max-autotune", ...) or "cudagraphs" (CUDA graphs
-    without generating kernels: compiles in seconds); None (the default) compiles on
-    CUDA for runs of ≥ `AUTO_COMPILE_MIN_STEPS` steps and never on the CPU. The first compiling steps are shown
-    by the bar and timed apart in `TrainResult.compile_seconds`.
+    without generating kernels: compiles in seconds); None (the default) compiles on CUDA for runs of at least
+    `AUTO_COMPILE_MIN_STEPS` steps and never on the CPU. The first, compiling steps are shown by the bar and
+    timed apart (`TrainResult.compile_seconds`; `steps_per_second` leaves them out).
 
     Under `torchrun`, `batch_size` is the global batch, split evenly across the processes.
     """
@@ -167,9 +172,10 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
     amp = dev.type == "cuda" if amp is None else amp
     if compile is None:
         compile = steps >= AUTO_COMPILE_MIN_STEPS.get(dev.type, math.inf)
-    compile_mode = compile if isinstance(compile, str) else COMPILE_MODE.get(dev.type, "default") if compile else None
-    if compile_mode and world > 1 and compile is True:
-        compile_mode = "default"  # CUDA graphs and DDP's gradient all-reduce do not mix well
+    if compile is True:  # CUDA graphs do not mix well with DDP's gradient all-reduce
+        compile_mode = COMPILE_MODE.get(dev.type, "default") if world == 1 else "default"
+    else:
+        compile_mode = compile or None  # a mode's name, or None: eager
     model.to(dev).train()
     x = x.to(dev)
     y = y.to(dev) if y is not None else None

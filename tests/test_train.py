@@ -215,3 +215,17 @@ def test_compile_true_trains_as_eager_does():
 def test_compile_is_off_by_default_on_the_cpu():
     result = train(small(), X, Y, steps=2, batch_size=8, progress=False, device="cpu")
     assert result.compile_steps == 0 and result.compile_seconds == 0
+
+
+def test_the_default_loss_draws_what_diffusion_loss_draws():
+    """On the CPU the loop's loss (random numbers drawn on the training device) is `Diffusion.loss` exactly."""
+    from course.diffusion import Diffusion
+    from course.train import diffusion_loss_fn
+
+    diffusion, model = Diffusion(), small()
+    loss_fn = diffusion_loss_fn(diffusion, batch_size=16, rows=slice(0, 16), p_uncond=0.5, num_classes=10,
+                                device=torch.device("cpu"))
+    mine = loss_fn(model, X[:16], Y[:16], torch.Generator().manual_seed(3))
+    theirs = diffusion.loss(model, X[:16], Y[:16], p_uncond=0.5, num_classes=10,
+                            generator=torch.Generator().manual_seed(3))
+    assert torch.equal(mine, theirs)
