@@ -153,8 +153,8 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
 
     `compile`: False runs eagerly; True runs the model through `torch.compile` (CUDA graphs on CUDA); a string
     is a `torch.compile` mode ("default", "reduce-overhead", "max-autotune", ...) or "cudagraphs" (CUDA graphs
-    without generating kernels: compiles in seconds); None (the default) compiles on CUDA for runs of at least
-    `AUTO_COMPILE_MIN_STEPS` steps and never on the CPU. The first, compiling steps are shown by the bar and
+    without generating kernels: compiles in seconds); None (the default) compiles on CUDA when at least
+    `AUTO_COMPILE_MIN_STEPS` steps are left to run, and never on the CPU. The first, compiling steps are shown by the bar and
     timed apart (`TrainResult.compile_seconds`; `steps_per_second` leaves them out).
 
     Under `torchrun`, `batch_size` is the global batch, split evenly across the processes.
@@ -170,12 +170,6 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())  # torchrun: the process's own GPU
     amp = dev.type == "cuda" if amp is None else amp
-    if compile is None:
-        compile = steps >= AUTO_COMPILE_MIN_STEPS.get(dev.type, math.inf)
-    if compile is True:  # CUDA graphs do not mix well with DDP's gradient all-reduce
-        compile_mode = COMPILE_MODE.get(dev.type, "default") if world == 1 else "default"
-    else:
-        compile_mode = compile or None  # a mode's name, or None: eager
     model.to(dev).train()
     x = x.to(dev)
     y = y.to(dev) if y is not None else None
@@ -253,6 +247,12 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
                 "it from another model or configuration? Pass another `checkpoint=` path, or `resume=False` to "
                 "start afresh (which overwrites it).") from None
 
+    if compile is None:  # compile when the steps left can win back the time it takes
+        compile = steps - start_step >= AUTO_COMPILE_MIN_STEPS.get(dev.type, math.inf)
+    if compile is True:  # CUDA graphs do not mix well with DDP's gradient all-reduce
+        compile_mode = COMPILE_MODE.get(dev.type, "default") if world == 1 else "default"
+    else:
+        compile_mode = compile or None  # a mode's name, or None: eager
     if compile_mode == "cudagraphs":  # after loading: the compiled model shares the model's parameters
         runner = torch.compile(runner, backend="cudagraphs")
     elif compile_mode:

@@ -229,3 +229,20 @@ def test_the_default_loss_draws_what_diffusion_loss_draws():
     theirs = diffusion.loss(model, X[:16], Y[:16], p_uncond=0.5, num_classes=10,
                             generator=torch.Generator().manual_seed(3))
     assert torch.equal(mine, theirs)
+
+
+def test_compile_none_compiles_when_enough_steps_are_left_and_the_bar_says_so(tmp_path, monkeypatch, capsys):
+    import course.train as t
+
+    compiled = []
+    monkeypatch.setattr(t, "AUTO_COMPILE_MIN_STEPS", {"cpu": 5})
+    monkeypatch.setattr(t.torch, "compile", lambda model, **kwargs: compiled.append(kwargs) or model)
+    path = tmp_path / "run.pt"
+    first = train(small(), X, Y, steps=4, batch_size=8, checkpoint=path, device="cpu", desc="auto")
+    assert compiled == [] and first.compile_steps == 0  # 4 steps: not worth compiling
+    capsys.readouterr()
+    second = train(small(), X, Y, steps=10, batch_size=8, checkpoint=path, device="cpu", desc="auto")
+    assert compiled == [{"mode": "default"}] and second.compile_steps == t.COMPILE_WARMUP_STEPS
+    assert "compiling" in capsys.readouterr().err
+    train(small(), X, Y, steps=14, batch_size=8, checkpoint=path, device="cpu", progress=False)
+    assert len(compiled) == 1  # 4 steps left: eager
