@@ -157,7 +157,10 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
     `AUTO_COMPILE_MIN_STEPS` steps are left to run, and never on the CPU. The first, compiling steps are shown by the bar and
     timed apart (`TrainResult.compile_seconds`; `steps_per_second` leaves them out).
 
-    Under `torchrun`, `batch_size` is the global batch, split evenly across the processes.
+    Under `torchrun`, `batch_size` is the global batch, split evenly across the processes. The default loss
+    draws the random numbers of the whole global batch on every process (which all hold the same generator
+    state) and keeps this process's rows, so the run does not depend on the number of processes; a custom
+    `loss_fn` should do the same (or its processes draw the same noise for different images).
     """
     if steps < 0 or batch_size < 1:
         raise ValueError(f"steps should be ≥ 0 and batch_size ≥ 1, got steps={steps}, batch_size={batch_size}")
@@ -311,9 +314,10 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
             bar.update(1)
             if step == warm_until and step > start_step:  # the compiling steps are done: time them apart
                 flush(step)
-                compiled["seconds"] += seconds() - elapsed  # this call's time so far
+                took = seconds() - elapsed  # this call's time so far
+                compiled["seconds"] += took
                 compiled["steps"] += step - start_step
-                bar.set_postfix_str(f"compiled in {compiled['seconds']:.0f} s")
+                bar.set_postfix_str(f"compiled in {took:.0f} s")
             if step % sync_every == 0 or step == steps:
                 flush(step)
                 if step - shown >= SHOW_LOSS_EVERY or step == steps:
