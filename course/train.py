@@ -342,6 +342,7 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
     if path is not None and step > start_step:
         save(step)
     if world > 1:
-        dist.barrier()  # the checkpoint is complete before any process goes on (and perhaps resumes from it)
+        # The checkpoint is complete before any process goes on (and perhaps resumes from it).
+        dist.barrier(device_ids=[dev.index]) if dev.type == "cuda" else dist.barrier()
     return TrainResult(model, ema, losses, seconds(), step, checkpoint=path, compile_seconds=compiled["seconds"],
                        compile_steps=compiled["steps"], timeline=timeline)
