@@ -246,3 +246,37 @@ def test_compile_none_compiles_when_enough_steps_are_left_and_the_bar_says_so(tm
     assert "compiling" in capsys.readouterr().err
     train(small(), X, Y, steps=14, batch_size=8, checkpoint=path, device="cpu", progress=False)
     assert len(compiled) == 1  # 4 steps left: eager
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@cuda
+def test_a_cuda_step_never_waits_for_the_host(monkeypatch):
+    """Between two loss reads, nothing in a step (batch, noise, forward, backward, AdamW, EMA) synchronises."""
+    import course.train as t
+
+    monkeypatch.setattr(t, "LOSS_SYNC_EVERY", {"cuda": 1000})
+    real_update, calls = t.ema_update, {"n": 0}
+
+    def watched(ema, model, decay):
+        real_update(ema, model, decay)
+        calls["n"] += 1
+        torch.cuda.set_sync_debug_mode("error" if 1 <= calls["n"] < 9 else "default")
+
+    monkeypatch.setattr(t, "ema_update", watched)
+    try:
+        result = train(small(), X, Y, steps=10, batch_size=32, progress=False, device="cuda", compile=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert len(result.losses) == 10
+
+
+@cuda
+def test_cuda_graphs_train_as_eager_does():
+    torch.manual_seed(0)
+    eager = train(small(), X, Y, steps=8, batch_size=32, progress=False, device="cuda", compile=False, amp=False)
+    torch.manual_seed(0)
+    graphs = train(small(), X, Y, steps=8, batch_size=32, progress=False, device="cuda", compile=True, amp=False)
+    assert graphs.compile_steps == 3
+    assert torch.allclose(torch.tensor(graphs.losses), torch.tensor(eager.losses), rtol=1e-3, atol=1e-5)
