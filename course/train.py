@@ -1,8 +1,8 @@
 """One training loop for every chapter.
 
 Device chosen automatically, a tqdm progress bar, EMA weights, bf16 autocast on CUDA, seeded batches and noise,
-checkpoints every N steps with an exact resume (a resumed run ends where an uninterrupted one does), Ctrl-C saves
-a checkpoint, and a NaN loss stops with a message that says what to try.
+checkpoints every N steps that resume on any device (exactly on the same one: a resumed run ends where an
+uninterrupted one does), Ctrl-C saves a checkpoint, and a NaN loss stops with a message that says what to try.
 
 Fast on a GPU: every random number (batch indices, timesteps, noise, dropped labels) is drawn on the device by a
 seeded `torch.Generator` there, nothing waits for the host inside a step (losses are read in groups), and
