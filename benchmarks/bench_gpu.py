@@ -33,14 +33,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-os.environ.setdefault("COURSE_SOLUTIONS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the course
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # notebook_runner
 
 from course.exercises import reference_module
 from course.nets import SmallUNet
 from course.train import train
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("COURSE_SOLUTIONS", "1")  # the notebooks run the reference
 
 dit = reference_module("dit")
 DIFFUSION = reference_module("diffusion").Diffusion()

@@ -156,8 +156,8 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
     `compile`: False runs eagerly; True runs the model through `torch.compile` (CUDA graphs on CUDA); a string
     is a `torch.compile` mode ("default", "reduce-overhead", "max-autotune", ...) or "cudagraphs" (CUDA graphs
     without generating kernels: compiles in seconds); None (the default) compiles on CUDA when at least
-    `AUTO_COMPILE_MIN_STEPS` steps are left to run, and never on the CPU. The first, compiling steps are shown by the bar and
-    timed apart (`TrainResult.compile_seconds`; `steps_per_second` leaves them out).
+    `AUTO_COMPILE_MIN_STEPS` steps are left to run, and never on the CPU. The first, compiling steps are shown by
+    the bar and timed apart (`TrainResult.compile_seconds`; `steps_per_second` leaves them out).
 
     Under `torchrun`, `batch_size` is the global batch, split evenly across the processes. The default loss
     draws the random numbers of the whole global batch on every process (which all hold the same generator
