@@ -79,7 +79,29 @@ def setup(module: str, seed: int = 0):
         borrowed = use_reference_for_unfinished(earlier)
         if borrowed:
             lines.append("not done yet, so the reference stands in for: " + ", ".join(borrowed))
+    if _reload_edits():
+        lines.append("your edits to course/*.py take effect in the next cell")
     print("; ".join(lines))
+
+
+def _reload_edits() -> bool:
+    """In IPython (JupyterLab, the book), reload an exercise module before each cell once its file changed, so that
+    the notebook runs what the learner just wrote: `check(...)` grades the file on disk, and without this the
+    notebook would keep the stub it imported until the kernel restarts (IPython's autoreload, explicit mode)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    ip = get_ipython()
+    if ip is None or reference_mode():
+        return False
+    if "IPython.extensions.autoreload" not in ip.extension_manager.loaded:
+        ip.run_line_magic("load_ext", "autoreload")
+    ip.run_line_magic("autoreload", "1")
+    for module in ALL_MODULES:
+        if (SOLUTIONS_DIR / f"{module}.py").exists():
+            ip.run_line_magic("aimport", f"course.{module}")
+    return True
 
 
 def use_reference_for_unfinished(module_names) -> list[str]:

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from course.probes import attention_probs
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of (possibly fractional) timesteps, as in ADM and DiT.
@@ -133,7 +135,7 @@ class Attention(nn.Module):
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """The attention probabilities for input x: (B, heads, N, N). For plots and widgets."""
         q, k, _ = self.qkv_heads(x)
-        return (q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)).softmax(dim=-1)
+        return attention_probs(q, k)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,10 +1,9 @@
 """Every exercise, whatever its chapter: the reference passes, the stub fails with its pointer, the lists agree."""
 import re
-from pathlib import Path
 
 import pytest
 
-from course.exercises import COURSE_DIR, ROOT, SOLUTIONS_DIR, exercises, modules, stub_message
+from course.exercises import COURSE_DIR, SOLUTIONS_DIR, exercises, modules, stub_message
 from course.checks.kit import all_mistakes
 from course.grading import grade_mistake, registry, run_exercise
 

@@ -1,4 +1,7 @@
 """The learner's modules are generated from the reference and must not drift from it."""
+import ast
+import textwrap
+
 import pytest
 
 from course.exercises import COURSE_DIR, SOLUTIONS_DIR, find_blocks, generate, is_stub, modules, student_source
@@ -45,3 +48,41 @@ def test_stub_keeps_signature_docstring_and_indentation():
     with pytest.raises(NotImplementedError, match="diffusion.A.f"):
         namespace["A"]().f(1)
     assert '"""Doc."""' in out
+
+
+def _statements(node) -> list[list[str]]:
+    """Every statement list (function bodies, loop bodies, branches) in a tree, each statement as its AST dump."""
+    out = []
+    for n in ast.walk(node):
+        for field in ("body", "orelse", "finalbody"):
+            stmts = getattr(n, field, None)
+            if isinstance(stmts, list) and stmts and isinstance(stmts[0], ast.stmt):
+                out.append([(ast.dump(s), s) for s in stmts])
+    return out
+
+
+def _trivial(dump: str) -> bool:
+    """`return x`, `B, C, H, W = x.shape`, `p = self.patch_size`: no computation worth calling an answer."""
+    return not any(op in dump for op in ("Call(", "BinOp(", "Subscript(", "Compare("))
+
+
+@pytest.mark.parametrize("module", modules())
+def test_no_solution_body_is_given_away_elsewhere_in_the_learners_file(module):
+    """The generated file holds stubs where the answers were; given code beside them must not repeat an answer
+    (two statements in a row of a solution body, or a one-statement body, found anywhere else in the file)."""
+    source = (SOLUTIONS_DIR / f"{module}.py").read_text()
+    lines = source.splitlines()
+    given = _statements(ast.parse((COURSE_DIR / f"{module}.py").read_text()))
+    leaks = []
+    for block in find_blocks(source, module):
+        body = [ast.dump(s) for s in ast.parse(textwrap.dedent("\n".join(lines[block.begin: block.end - 1]))).body]
+        width = min(2, len(body))
+        windows = {tuple(body[i: i + width]) for i in range(len(body) - width + 1)}
+        windows = {w for w in windows if not all(_trivial(d) for d in w)}
+        for stmts in given:
+            dumps = [d for d, _ in stmts]
+            for i in range(len(stmts) - width + 1):
+                if tuple(dumps[i: i + width]) in windows:
+                    leaks.append(f"{block.exercise}: `{ast.unparse(stmts[i][1])}` ...")
+    assert not leaks, "given code repeats an exercise's answer:\n" + "\n".join(sorted(set(leaks)))
+

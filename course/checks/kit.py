@@ -177,8 +177,9 @@ def expect_close(got, want: torch.Tensor, *, what: str = "the output", atol: flo
             raise CheckFailed(f"{what} looks like a common mistake: {description}.")
     diff = (got.detach().double() - want.detach().double()).abs()
     index = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape)) if diff.dim() else ()
+    yours, expected = got.detach().double()[index].item(), want.detach().double()[index].item()
     message = (f"{what} differs from the reference: largest difference {diff.max().item():.3g} at index {index} "
-               f"(yours {got.detach().double()[index].item():.6g}, expected {want.detach().double()[index].item():.6g}; "
+               f"(yours {yours:.6g}, expected {expected:.6g}; "
                f"tolerance atol={atol:g}, rtol={rtol:g}).")
     raise CheckFailed(message + (f" Hint: {hint}" if hint else ""))
 
@@ -293,7 +294,8 @@ def compare_forward(mine: nn.Module, ref: nn.Module, inputs: tuple, *, exercise:
         (got * cotangent).sum().backward()
     except RuntimeError as e:
         raise CheckFailed(f"backpropagating through your {method} failed: {e}. Hint: avoid in-place changes of "
-                          "tensors that autograd needs (use `x = x + ...` rather than `x += ...`) and `.detach()`.")
+                          "tensors that autograd needs (use `x = x + ...` rather than `x += ...`) and "
+                          "`.detach()`.") from None
     for i, (a, b) in enumerate(zip(my_in, ref_in)):
         if isinstance(b, torch.Tensor) and b.grad is not None:
             if a.grad is None:
