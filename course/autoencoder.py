@@ -27,10 +27,10 @@ AE_VERSION = 1
 @dataclass(frozen=True)
 class AEConfig:
     size: int = 32  # images size × size × 3 (the shapes set) → latents (size/4) × (size/4) × z_channels
-    ch: int = 32
+    ch: int = 16
     z_channels: int = 4
     kl_weight: float = 1e-4
-    steps: int = 1500
+    steps: int = 800
     batch_size: int = 64
     lr: float = 2e-3
     seed: int = 0
@@ -42,7 +42,7 @@ class AEConfig:
 
 def default_config(**overrides) -> AEConfig:
     """The profile's configuration: fewer steps in `ci` (seconds), more on a GPU."""
-    steps = PROFILE.pick(ci=60, cpu=1500, gpu=4000)
+    steps = PROFILE.pick(ci=40, cpu=800, gpu=3000)
     return AEConfig(**{"steps": steps, **overrides})
 
 

@@ -71,15 +71,15 @@ class ResnetBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """(B, 3, H, W) → μ, log σ²: each (B, z_channels, H/4, W/4); two stride-2 convolutions."""
+    """(B, 3, H, W) → μ, log σ²: each (B, z_channels, H/4, W/4); two stride-2 convolutions, residual blocks at
+    H/2 and H/4 only (none at full resolution, where they would cost the most)."""
 
-    def __init__(self, in_channels: int = 3, ch: int = 32, z_channels: int = 4):
+    def __init__(self, in_channels: int = 3, ch: int = 16, z_channels: int = 4):
         super().__init__()
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
         self.down = nn.Sequential(
-            ResnetBlock(ch), nn.Conv2d(ch, 2 * ch, 3, stride=2, padding=1),  # H/2
-            ResnetBlock(2 * ch), nn.Conv2d(2 * ch, 2 * ch, 3, stride=2, padding=1),  # H/4
-            ResnetBlock(2 * ch))
+            nn.Conv2d(ch, 2 * ch, 3, stride=2, padding=1), ResnetBlock(2 * ch),  # H/2
+            nn.Conv2d(2 * ch, 2 * ch, 3, stride=2, padding=1), ResnetBlock(2 * ch))  # H/4
         self.norm_out = nn.GroupNorm(8, 2 * ch)
         self.conv_out = nn.Conv2d(2 * ch, 2 * z_channels, 3, padding=1)  # μ and log σ², stacked on channels
 
@@ -92,15 +92,13 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """z: (B, z_channels, h, w) → x̂: (B, 3, 4h, 4w); nearest-neighbour upsampling + 3×3 convs."""
 
-    def __init__(self, out_channels: int = 3, ch: int = 32, z_channels: int = 4):
+    def __init__(self, out_channels: int = 3, ch: int = 16, z_channels: int = 4):
         super().__init__()
         self.conv_in = nn.Conv2d(z_channels, 2 * ch, 3, padding=1)
         self.up = nn.Sequential(
             ResnetBlock(2 * ch), nn.Upsample(scale_factor=2.0, mode="nearest"),
-            nn.Conv2d(2 * ch, ch, 3, padding=1),  # 2h
-            ResnetBlock(ch), nn.Upsample(scale_factor=2.0, mode="nearest"),
-            nn.Conv2d(ch, ch, 3, padding=1),  # 4h
-            ResnetBlock(ch))
+            nn.Conv2d(2 * ch, 2 * ch, 3, padding=1), ResnetBlock(2 * ch),  # 2h
+            nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(2 * ch, ch, 3, padding=1))  # 4h
         self.norm_out = nn.GroupNorm(8, ch)
         self.conv_out = nn.Conv2d(ch, out_channels, 3, padding=1)
 
@@ -112,7 +110,7 @@ class Autoencoder(nn.Module):
     """A KL-regularised autoencoder (the "AutoencoderKL" of latent diffusion, without its GAN and perceptual
     losses): loss = MSE(x̂, x) + kl_weight · KL, with x̂ decoded from a reparameterised sample."""
 
-    def __init__(self, in_channels: int = 3, ch: int = 32, z_channels: int = 4, kl_weight: float = 1e-4):
+    def __init__(self, in_channels: int = 3, ch: int = 16, z_channels: int = 4, kl_weight: float = 1e-4):
         super().__init__()
         self.z_channels, self.kl_weight = z_channels, kl_weight
         self.encoder = Encoder(in_channels, ch, z_channels)

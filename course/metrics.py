@@ -49,7 +49,8 @@ class Judge:
     @torch.no_grad()
     def features(self, x: torch.Tensor, batch: int = 1000) -> np.ndarray:
         self.net.eval()
-        return torch.cat([self.net.features(x[i:i + batch].float().cpu()) for i in range(0, len(x), batch)]).double().numpy()
+        chunks = [self.net.features(x[i:i + batch].float().cpu()) for i in range(0, len(x), batch)]
+        return torch.cat(chunks).double().numpy()
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
@@ -73,9 +74,16 @@ def _judge_net(dataset: str, size: int) -> DigitJudge:
     return DigitJudge(in_channels=3, pool=max(1, size // 16))
 
 
-def train_judge(size: int = 8, steps: int = 800, seed: int = 0, verbose: bool = False,
+def judge_steps(dataset: str) -> int:
+    """Training steps of a judge: the digits judge always gets 800; the RGB shapes judge costs more per step and
+    learns its easy classes quickly, so it gets fewer, and only a few in the `ci` profile."""
+    return 800 if dataset == "digits" else PROFILE.pick(ci=20, cpu=250, gpu=500)
+
+
+def train_judge(size: int = 8, steps: int | None = None, seed: int = 0, verbose: bool = False,
                 dataset: str = "digits") -> Judge:
     """Train the judge on the training split (seconds on a CPU); report its test accuracy."""
+    steps = steps or judge_steps(dataset)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     x, y = real_images(dataset, "train", size)
@@ -111,7 +119,9 @@ def load_judge(size: int = 8, retrain: bool = False, verbose: bool = False, data
         return _JUDGES[dataset, size]
     if dataset not in DATASETS:
         raise ValueError(f"dataset should be one of {DATASETS}, got {dataset!r}")
-    path = cache_dir() / f"judge-{dataset}-{size}-v{JUDGE_VERSION}.pt"
+    steps = judge_steps(dataset)
+    name = f"judge-{dataset}-{size}" + ("" if dataset == "digits" else f"-{steps}steps")
+    path = cache_dir() / f"{name}-v{JUDGE_VERSION}.pt"
     judge = None
     if path.exists() and not retrain:
         try:
