@@ -27,6 +27,8 @@ print("BENCH" + json.dumps({
     "sampling_seconds_w1": final_w1.seconds, "n_samples": len(final_w1.labels), "fd_floor": floor,
     "judge_test_accuracy": judge.test_accuracy,
     "samplers": {f"{s}-{k}": {"acc": e.acc, "fd": e.fd, "seconds": e.seconds, "n": len(e.labels)} for s, k, e in rows},
+    "ddim_at_ddpm_n": {"acc": ddim_same.acc, "fd": ddim_same.fd, "n": len(ddim_same.labels)},
+    "noise_fd": noise_fd,
 }))
 """
 
@@ -48,6 +50,9 @@ def main() -> None:
     for name, s in stats["samplers"].items():
         print(f"  {name:<12}              accuracy {s['acc']:6.1%}   FD {s['fd']:6.2f}   ({s['n']} samples, "
               f"{s['seconds']:.1f} s)")
+    same = stats["ddim_at_ddpm_n"]
+    print(f"  ddim-20 at DDPM's n       accuracy {same['acc']:6.1%}   FD {same['fd']:6.2f}   ({same['n']} samples)")
+    print(f"  pure noise                FD {stats['noise_fd']:.1f}")
     if args.tests:
         start = time.perf_counter()
         proc = subprocess.run(["bash", "tools/test.sh", "-q"], cwd=ROOT, capture_output=True, text=True)

@@ -4,8 +4,8 @@
 
 The notebook runs in reference mode in a fresh kernel, exactly as the book build runs it; the figures are read
 from the kernel afterwards, so they are the ones a reader sees: for both backbones the parameters, the forward
-GFLOP per 8×8 image (torch.utils.flop_counter: 2 FLOPs per multiply-add), the training seconds under the same
-budget, and FD and class accuracy of unguided (w = 1) 20-step DDIM samples.
+GFLOP per 8×8 image (course.flops, i.e. torch.utils.flop_counter: 2 FLOPs per multiply-add), the training seconds
+under the same budget, and FD and class accuracy of unguided (w = 1) 20-step DDIM samples.
 """
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from notebook_runner import run_notebook
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = """
 import json
+from course.flops import gflops
 print("BENCH" + json.dumps({
     "profile": PROFILE.name, "fd_floor": floor, "budget": {k: v for k, v in budget.items()},
-    "models": {name: {"params": n_params(runs[name].model), "gflops": forward_gflops(runs[name].model, 8),
+    "models": {name: {"params": n_params(runs[name].model), "gflops": gflops(runs[name].model, (1, 1, 8, 8)),
                       "train_seconds": runs[name].seconds, "steps": runs[name].steps,
                       "steps_per_second": runs[name].steps_per_second,
                       "final_loss": sum(runs[name].losses[-100:]) / len(runs[name].losses[-100:]),
@@ -29,6 +30,8 @@ print("BENCH" + json.dumps({
                for name in runs},
     "cost_by_size": {str(s): {name: cost[name][i] for name in cost} for i, s in enumerate(sizes)},
     "vit_mean_attention_distance": mean_dist.tolist(),
+    "unet_attention_share": dict(zip(map(str, sizes), unet_attn_share)),
+    "vit_attention_share": dict(zip(map(str, sizes), attn_share)),
 }))
 """
 
@@ -56,7 +59,9 @@ def main() -> None:
                                               m["receptive_field"].items()))
     print("  forward GFLOP per image as the image grows (params do not change):")
     for size, row in stats["cost_by_size"].items():
-        print(f"    {size:>3}×{size:<3} " + "   ".join(f"{name} {gf:.3f}" for name, (_, gf) in row.items()))
+        print(f"    {size:>3}×{size:<3} " + "   ".join(f"{name} {gf:.3f}" for name, (_, gf) in row.items())
+              + f"   (attention: ViT {stats['vit_attention_share'][size]:.0%}, "
+              f"U-Net {stats['unet_attention_share'][size]:.1%})")
     dist = stats["vit_mean_attention_distance"]
     print("  ViT mean attention distance per block (px, mean over heads): "
           + ", ".join(f"{sum(b) / len(b):.2f}" for b in dist))

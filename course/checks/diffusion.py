@@ -1,9 +1,12 @@
-"""Checks for chapter 0, `diffusion`."""
+"""Checks for chapter 0, `diffusion`: schedules, the forward process, the loss, the samplers' steps, guidance."""
 import math
 
 import torch
+import torch.nn.functional as F
 
-from course.checks.kit import CheckFailed, expect, expect_close, expect_tensor, exercise, seeded
+from course.checks.kit import (CheckFailed, exercise, expect, expect_close, expect_tensor, mistake, seeded,
+                               wrong_outputs)
+from course.exercises import reference_module
 
 
 def _schedule(T=1000):
@@ -11,36 +14,126 @@ def _schedule(T=1000):
     return betas, torch.cumprod(1 - betas, 0)
 
 
+def _ref():
+    return reference_module("diffusion")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# linear_betas
+# ---------------------------------------------------------------------------------------------------------------
+@mistake("diffusion.linear_betas", "the schedule runs backwards (from beta_end down to beta_start)")
+def _(T, beta_start=1e-4, beta_end=0.02):
+    return torch.linspace(beta_end, beta_start, T, dtype=torch.float64)
+
+
+@mistake("diffusion.linear_betas", "the schedule is float32 (give torch.linspace dtype=torch.float64)", says="dtype")
+def _(T, beta_start=1e-4, beta_end=0.02):
+    return torch.linspace(beta_start, beta_end, T)
+
+
+@mistake("diffusion.linear_betas", "beta_start and beta_end are ignored (DDPM's 1e-4 and 0.02 are typed in)")
+def _(T, beta_start=1e-4, beta_end=0.02):
+    return torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
+
+
 @exercise("diffusion.linear_betas")
 def check_linear_betas(impl, ref):
-    for T in (1000, 10, 1):
-        want = ref.linear_betas(T)
-        expect_close(impl.linear_betas(T), want, what=f"linear_betas({T})", atol=1e-12, rtol=1e-9,
-                     hint="β_0 = beta_start and β_{T-1} = beta_end exactly (torch.linspace), float64.")
-    want = ref.linear_betas(50, 1e-3, 0.05)
-    expect_close(impl.linear_betas(50, 1e-3, 0.05), want, what="linear_betas(50, 1e-3, 0.05)", atol=1e-12,
-                 hint="use the beta_start and beta_end arguments, not the DDPM constants.")
+    for args in ((1000,), (10,), (1,), (50, 1e-3, 0.05)):
+        expect_close(impl.linear_betas(*args), ref.linear_betas(*args), what=f"linear_betas{args}".replace(",)", ")"),
+                     atol=1e-12, rtol=1e-9, mistakes=wrong_outputs("diffusion.linear_betas", *args),
+                     hint="β_0 = beta_start and β_{T-1} = beta_end exactly (torch.linspace), float64; use the "
+                          "beta_start and beta_end arguments.")
     return "β from 1e-4 to 0.02 over T steps, float64, T = 1, 10, 1000 and custom ends."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# cosine_betas
+# ---------------------------------------------------------------------------------------------------------------
+def _cosine(T, s, max_beta, *, shift=True, numerator=True, clip=True, upside_down=False):
+    """Improved DDPM's cosine schedule with one ingredient changed: the common body of the wrong versions."""
+    steps = torch.arange(T + 1, dtype=torch.float64) / T
+    offset = s if numerator and shift else 0.0
+    alpha_bar = torch.cos((steps + offset) / (1 + (s if shift else 0.0)) * math.pi / 2) ** 2
+    betas = 1 - (alpha_bar[:-1] / alpha_bar[1:] if upside_down else alpha_bar[1:] / alpha_bar[:-1])
+    return betas.clamp(max=max_beta) if clip else betas
+
+
+@mistake("diffusion.cosine_betas", "the offset s = 0.008 is missing")
+def _(T, s=0.008, max_beta=0.999):
+    return _cosine(T, s, max_beta, shift=False)
+
+
+@mistake("diffusion.cosine_betas", "s is missing from the numerator: ᾱ(t) = cos²(((t/T) + s)/(1 + s) · π/2)")
+def _(T, s=0.008, max_beta=0.999):
+    return _cosine(T, s, max_beta, numerator=False)
+
+
+@mistake("diffusion.cosine_betas", "β is not clipped at max_beta = 0.999")
+def _(T, s=0.008, max_beta=0.999):
+    return _cosine(T, s, max_beta, clip=False)
+
+
+@mistake("diffusion.cosine_betas", "the ratio is upside down: β_t = 1 − ᾱ(t+1)/ᾱ(t), not 1 − ᾱ(t)/ᾱ(t+1)")
+def _(T, s=0.008, max_beta=0.999):
+    return _cosine(T, s, max_beta, upside_down=True)
+
+
+@mistake("diffusion.cosine_betas", "the schedule is shifted by one step")
+def _(T, s=0.008, max_beta=0.999):
+    return _cosine(T + 1, s, max_beta)[1:]  # β_1..β_T of a schedule of T + 1 steps
 
 
 @exercise("diffusion.cosine_betas")
 def check_cosine_betas(impl, ref):
-    T = 1000
-    steps = torch.arange(T + 1, dtype=torch.float64) / T
-    f = lambda s: torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
-    no_shift = (1 - f(0.0)[1:] / f(0.0)[:-1]).clamp(max=0.999)
-    no_clip = 1 - f(0.008)[1:] / f(0.008)[:-1]
-    shifted_by_one = ref.cosine_betas(T + 1)[1:]
-    want = ref.cosine_betas(T)
-    expect_close(impl.cosine_betas(T), want, what="cosine_betas(1000)", atol=1e-9, rtol=1e-7,
-                 mistakes={"the offset s = 0.008 is missing": no_shift,
-                           "β is not clipped at max_beta = 0.999": no_clip,
-                           "the schedule is shifted by one step": shifted_by_one},
-                 hint="ᾱ(t) = cos²(((t/T) + s)/(1 + s) · π/2) for t = 0..T, then β_t = 1 − ᾱ(t+1)/ᾱ(t).")
-    for T, s, m in ((10, 0.008, 0.999), (100, 0.02, 0.5)):
-        expect_close(impl.cosine_betas(T, s, m), ref.cosine_betas(T, s, m), what=f"cosine_betas({T}, {s}, {m})",
-                     atol=1e-9, rtol=1e-7, hint="use the s and max_beta arguments.")
+    for args in ((1000,), (10, 0.008, 0.999), (100, 0.02, 0.5)):
+        expect_close(impl.cosine_betas(*args), ref.cosine_betas(*args), what=f"cosine_betas{args}".replace(",)", ")"),
+                     atol=1e-9, rtol=1e-7, mistakes=wrong_outputs("diffusion.cosine_betas", *args),
+                     hint="ᾱ(t) = cos²(((t/T) + s)/(1 + s) · π/2) for t = 0..T, then β_t = 1 − ᾱ(t+1)/ᾱ(t), clipped "
+                          "at max_beta; use the s and max_beta arguments.")
     return "matches Improved DDPM's cosine schedule for T = 10, 100, 1000, with the offset and the clip."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# q_sample
+# ---------------------------------------------------------------------------------------------------------------
+def _abar(alphas_cumprod, t, x0):
+    return alphas_cumprod[t].to(x0.dtype).view(-1, 1, 1, 1)
+
+
+@mistake("diffusion.q_sample", "√ᾱ_t is used without the square root (ᾱ_t · x0 + (1 − ᾱ_t) · ε)")
+def _(x0, t, noise, alphas_cumprod):
+    a = _abar(alphas_cumprod, t, x0)
+    return a * x0 + (1 - a) * noise
+
+
+@mistake("diffusion.q_sample", "x0 and ε are swapped")
+def _(x0, t, noise, alphas_cumprod):
+    a = _abar(alphas_cumprod, t, x0)
+    return a.sqrt() * noise + (1 - a).sqrt() * x0
+
+
+@mistake("diffusion.q_sample", "ᾱ is taken at t + 1")
+def _(x0, t, noise, alphas_cumprod):
+    a = _abar(alphas_cumprod, (t + 1).clamp(max=len(alphas_cumprod) - 1), x0)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+@mistake("diffusion.q_sample", "q_sample changes its input x0 in place")
+def _(x0, t, noise, alphas_cumprod):
+    a = _abar(alphas_cumprod, t, x0)
+    return x0.mul_(a.sqrt()).add_((1 - a).sqrt() * noise)
+
+
+@mistake("diffusion.q_sample", "ᾱ_t keeps the schedule's float64 (cast it to the images' dtype)", says="dtype")
+def _(x0, t, noise, alphas_cumprod):
+    a = alphas_cumprod[t].view(-1, 1, 1, 1)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+@mistake("diffusion.q_sample", "ᾱ_t is not reshaped to (B, 1, 1, 1), so it broadcasts along the width", says="raised")
+def _(x0, t, noise, alphas_cumprod):
+    a = alphas_cumprod[t].to(x0.dtype)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
 
 @exercise("diffusion.q_sample")
@@ -50,22 +143,47 @@ def check_q_sample(impl, ref):
         x0 = torch.randn(5, 3, 4, 6)
         noise = torch.randn_like(x0)
     t = torch.tensor([0, 999, 500, 10, 250])
-    a = ab[t].float().view(-1, 1, 1, 1)
-    mistakes = {"√ᾱ_t is used without the square root (ᾱ_t · x0 + (1 − ᾱ_t) · ε)": a * x0 + (1 - a) * noise,
-                "x0 and ε are swapped": a.sqrt() * noise + (1 - a).sqrt() * x0,
-                "ᾱ is taken at t + 1": q_shift(ref, x0, t, noise, ab)}
-    expect_close(impl.q_sample(x0, t, noise, ab), ref.q_sample(x0, t, noise, ab), what="q_sample on (5, 3, 4, 6)",
-                 mistakes=mistakes, hint="x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε, with ᾱ_t = alphas_cumprod[t] reshaped "
-                                         "to (B, 1, 1, 1) so that each image gets its own t.")
     one = x0[:1], torch.tensor([123]), noise[:1]
-    expect_close(impl.q_sample(*one, ab), ref.q_sample(*one, ab), what="q_sample with batch 1")
-    x16 = x0.double()
-    expect_tensor(impl.q_sample(x16, t, noise.double(), ab), like=x16, what="q_sample on float64 images")
-    return "x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε per image, batch 1 and 5, dtype kept."
+    hint = ("x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε, with ᾱ_t = alphas_cumprod[t] reshaped to (B, 1, 1, 1) so that each "
+            "image gets its own t, in the images' dtype.")
+    for what, (a, tt, n) in (("q_sample on (5, 3, 4, 6)", (x0, t, noise)), ("q_sample with batch 1", one)):
+        want = ref.q_sample(a, tt, n, ab)
+        wrong = wrong_outputs("diffusion.q_sample", a, tt, n, ab)
+        mine = a.clone()
+        got = impl.q_sample(mine, tt, n, ab)
+        expect(torch.equal(mine, a), f"{what}: q_sample changes its input x0 in place. Hint: write "
+                                     "`a.sqrt() * x0 + ...` (a new tensor), not `x0.mul_(...)`.")
+        expect_close(got, want, what=what, mistakes=wrong, hint=hint)
+    x64 = x0.double()
+    expect_tensor(impl.q_sample(x64, t, noise.double(), ab), like=x64, what="q_sample on float64 images")
+    return "x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε per image, batch 1 and 5, inputs left as they are, dtype kept."
 
 
-def q_shift(ref, x0, t, noise, ab):
-    return ref.q_sample(x0, (t + 1).clamp(max=len(ab) - 1), noise, ab)
+# ---------------------------------------------------------------------------------------------------------------
+# ddpm_loss
+# ---------------------------------------------------------------------------------------------------------------
+@mistake("diffusion.ddpm_loss", "the target is x0 instead of ε")
+def _(model, x0, t, noise, alphas_cumprod, y=None):
+    x_t = _ref().q_sample(x0, t, noise, alphas_cumprod)
+    return F.mse_loss(model(x_t, t, y)[:, : x0.shape[1]], x0)
+
+
+@mistake("diffusion.ddpm_loss", "the squared error is summed instead of averaged")
+def _(model, x0, t, noise, alphas_cumprod, y=None):
+    x_t = _ref().q_sample(x0, t, noise, alphas_cumprod)
+    return F.mse_loss(model(x_t, t, y)[:, : x0.shape[1]], noise, reduction="sum")
+
+
+@mistake("diffusion.ddpm_loss", "the model sees the clean image x0 instead of x_t")
+def _(model, x0, t, noise, alphas_cumprod, y=None):
+    return F.mse_loss(model(x0, t, y)[:, : x0.shape[1]], noise)
+
+
+@mistake("diffusion.ddpm_loss", "the model's whole output is compared with ε (keep its first C channels)",
+         says="first C channels")
+def _(model, x0, t, noise, alphas_cumprod, y=None):
+    x_t = _ref().q_sample(x0, t, noise, alphas_cumprod)
+    return ((model(x_t, t, y) - noise) ** 2).mean()
 
 
 class _Recorder(torch.nn.Module):
@@ -92,6 +210,7 @@ def check_ddpm_loss(impl, ref):
         t = torch.tensor([1, 400, 999, 7])
         y = torch.tensor([3, 1, 0, 10])
         want = ref.ddpm_loss(model, x0, t, noise, ab, y)
+        wrong = wrong_outputs("diffusion.ddpm_loss", model, x0, t, noise, ab, y)
         model.calls.clear()
         model.zero_grad()
         try:
@@ -103,44 +222,121 @@ def check_ddpm_loss(impl, ref):
                               f"raised: {e}. Hint: the noise prediction is the first C channels of the output, "
                               "`model(x_t, t, y)[:, :C]`.") from None
         expect(len(model.calls) >= 1, "ddpm_loss should call model(x_t, t, y) once.")
+        expect_close(got, want, what="the loss" + (" of a model that outputs 2C channels" if out_channels else ""),
+                     atol=1e-6, mistakes=wrong,
+                     hint="the mean over all elements of (ε − model(x_t, t, y)[:, :C])², with x_t = q_sample(x0, t, "
+                          "ε) and C the image channels.")
+        expect(got.dim() == 0, f"the loss should be a scalar (shape ()), got shape {tuple(got.shape)}.")
         x_in, t_in, y_in = model.calls[-1]
         expect_close(x_in, ref.q_sample(x0, t, noise, ab), what="the image given to the model",
-                     mistakes={"the model sees the clean image x0 instead of x_t": x0},
                      hint="noise x0 with q_sample first.")
         expect(torch.equal(t_in, t), "the model should get the timesteps t as they are.")
         expect(y_in is not None and torch.equal(y_in, y), "the model should get the labels y as they are.")
-        x_t = ref.q_sample(x0, t, noise, ab)
-        pred = model.conv(x_t) * (1 + t.float().view(-1, 1, 1, 1) / 1000)
-        pred = pred[:, :2]
-        expect_close(got, want, what="the loss" + (" of a model that outputs 2C channels" if out_channels else ""),
-                     atol=1e-6, mistakes={"the target is x0 instead of ε": ((pred - x0) ** 2).mean(),
-                                          "the squared error is summed instead of averaged": ((pred - noise) ** 2).sum()},
-                     hint="the mean over all elements of (ε − model(x_t, t, y)[:, :C])², with C the image channels.")
-        expect(got.dim() == 0, f"the loss should be a scalar (shape ()), got shape {tuple(got.shape)}.")
         got.backward()
         expect(model.conv.weight.grad is not None, "no gradient reaches the model: is the loss detached?")
     return "MSE between ε and the model's first C channels at x_t, with gradients."
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# ddpm_step
+# ---------------------------------------------------------------------------------------------------------------
+def _ddpm(x_t, eps, t, betas, alphas_cumprod, noise, *, last=True, sigma=None, inv_sqrt_alpha=True, eps_sqrt=True):
+    """DDPM's Algorithm 2 step with one ingredient changed: the common body of the wrong versions."""
+    beta, alpha_bar = betas[t].item(), alphas_cumprod[t].item()
+    coef = beta / math.sqrt(1 - alpha_bar) if eps_sqrt else beta / (1 - alpha_bar)
+    mean = (x_t - coef * eps) / (math.sqrt(1 - beta) if inv_sqrt_alpha else 1.0)
+    if t == 0 and last:
+        return mean
+    return mean + math.sqrt(beta if sigma is None else sigma) * noise
+
+
+@mistake("diffusion.ddpm_step", "noise is added at the last step (t = 0)")
+def _(x_t, eps, t, betas, alphas_cumprod, noise):
+    return _ddpm(x_t, eps, t, betas, alphas_cumprod, noise, last=False)
+
+
+@mistake("diffusion.ddpm_step", "σ_t = √(1 − ᾱ_t) instead of √β_t")
+def _(x_t, eps, t, betas, alphas_cumprod, noise):
+    return _ddpm(x_t, eps, t, betas, alphas_cumprod, noise, sigma=1 - alphas_cumprod[t].item())
+
+
+@mistake("diffusion.ddpm_step", "the 1/√α_t factor is missing")
+def _(x_t, eps, t, betas, alphas_cumprod, noise):
+    return _ddpm(x_t, eps, t, betas, alphas_cumprod, noise, inv_sqrt_alpha=False)
+
+
+@mistake("diffusion.ddpm_step", "ε is scaled by β_t/(1 − ᾱ_t) without the square root")
+def _(x_t, eps, t, betas, alphas_cumprod, noise):
+    return _ddpm(x_t, eps, t, betas, alphas_cumprod, noise, eps_sqrt=False)
+
+
 @exercise("diffusion.ddpm_step")
 def check_ddpm_step(impl, ref):
-    for betas, ab in (_schedule(), (lambda b: (b, torch.cumprod(1 - b, 0)))(ref.cosine_betas(1000))):
+    cosine = ref.cosine_betas(1000)
+    for betas, ab in (_schedule(), (cosine, torch.cumprod(1 - cosine, 0))):
         with seeded(2):
             x = torch.randn(3, 1, 4, 4)
             eps = torch.randn_like(x)
             z = torch.randn_like(x)
         for t in (999, 500, 1, 0):
-            b, a = betas[t].item(), ab[t].item()
-            mean = (x - b / math.sqrt(1 - a) * eps) / math.sqrt(1 - b)
-            mistakes = {"noise is added at the last step (t = 0)": mean + math.sqrt(b) * z,
-                        "σ_t = √(1 − ᾱ_t) instead of √β_t": mean + math.sqrt(1 - a) * z if t else None,
-                        "the 1/√α_t factor is missing": x - b / math.sqrt(1 - a) * eps + (math.sqrt(b) * z if t else 0),
-                        "ε is scaled by β_t/(1 − ᾱ_t) without the square root":
-                            (x - b / (1 - a) * eps) / math.sqrt(1 - b) + (math.sqrt(b) * z if t else 0)}
-            expect_close(impl.ddpm_step(x, eps, t, betas, ab, z), ref.ddpm_step(x, eps, t, betas, ab, z),
-                         what=f"ddpm_step at t = {t}", atol=1e-5, mistakes=mistakes,
+            args = (x, eps, t, betas, ab, z)
+            expect_close(impl.ddpm_step(*args), ref.ddpm_step(*args), what=f"ddpm_step at t = {t}", atol=1e-5,
+                         mistakes=wrong_outputs("diffusion.ddpm_step", *args),
                          hint="x_{t-1} = (x_t − β_t/√(1 − ᾱ_t) · ε)/√α_t + √β_t · z, and no z when t = 0.")
     return "matches Algorithm 2 for the linear and cosine schedules, noise-free at t = 0."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ddim_step
+# ---------------------------------------------------------------------------------------------------------------
+def _ddim(x_t, eps, t, t_prev, alphas_cumprod, eta=0.0, noise=None, clip=True, *, prev_at_t=False,
+          always_clip=False, keep_eps_scale=False):
+    """DDIM's Eq. (12) step with one ingredient changed: the common body of the wrong versions."""
+    a_t = alphas_cumprod[t].item()
+    a_prev = a_t if prev_at_t else (alphas_cumprod[t_prev].item() if t_prev >= 0 else 1.0)
+    x0 = (x_t - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+    if clip or always_clip:
+        x0 = x0.clamp(-1, 1)
+    sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t)) * math.sqrt(max(1 - a_t / a_prev, 0.0))
+    direction = math.sqrt(1 - a_prev) if keep_eps_scale else math.sqrt(max(1 - a_prev - sigma**2, 0.0))
+    x_prev = math.sqrt(a_prev) * x0 + direction * eps
+    return x_prev + sigma * noise if sigma > 0 else x_prev
+
+
+@mistake("diffusion.ddim_step", "x̂0 is not clipped to [-1, 1]")
+def _(x_t, eps, t, t_prev, alphas_cumprod, eta=0.0, noise=None, clip=True):
+    return _ddim(x_t, eps, t, t_prev, alphas_cumprod, eta, noise, clip=False)
+
+
+@mistake("diffusion.ddim_step", "x̂0 is clipped even with clip=False")
+def _(x_t, eps, t, t_prev, alphas_cumprod, eta=0.0, noise=None, clip=True):
+    return _ddim(x_t, eps, t, t_prev, alphas_cumprod, eta, noise, clip, always_clip=True)
+
+
+@mistake("diffusion.ddim_step", "ᾱ_prev is taken at t instead of t_prev")
+def _(x_t, eps, t, t_prev, alphas_cumprod, eta=0.0, noise=None, clip=True):
+    return _ddim(x_t, eps, t, t_prev, alphas_cumprod, eta, noise, clip, prev_at_t=True)
+
+
+@mistake("diffusion.ddim_step", "η is ignored (σ = 0)")
+def _(x_t, eps, t, t_prev, alphas_cumprod, eta=0.0, noise=None, clip=True):
+    return _ddim(x_t, eps, t, t_prev, alphas_cumprod, 0.0, None, clip)
+
+
+@mistake("diffusion.ddim_step", "the ε direction keeps √(1 − ᾱ_prev) when σ > 0 (it is √(1 − ᾱ_prev − σ²))")
+def _(x_t, eps, t, t_prev, alphas_cumprod, eta=0.0, noise=None, clip=True):
+    return _ddim(x_t, eps, t, t_prev, alphas_cumprod, eta, noise, clip, keep_eps_scale=True)
+
+
+@mistake("diffusion.ddim_step", "t_prev = -1 is read as alphas_cumprod[-1] (the noisiest step) instead of ᾱ = 1",
+         says="t_prev = -1 means ᾱ_prev = 1")
+def _(x_t, eps, t, t_prev, alphas_cumprod, eta=0.0, noise=None, clip=True):
+    a_t, a_prev = alphas_cumprod[t].item(), alphas_cumprod[t_prev].item()
+    x0 = (x_t - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+    x0 = x0.clamp(-1, 1) if clip else x0
+    sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t)) * math.sqrt(1 - a_t / a_prev)
+    x_prev = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
+    return x_prev + sigma * noise if sigma > 0 else x_prev
 
 
 @exercise("diffusion.ddim_step")
@@ -150,27 +346,53 @@ def check_ddim_step(impl, ref):
         x = torch.randn(4, 1, 3, 5) * 1.5
         eps = torch.randn_like(x)
         z = torch.randn_like(x)
+
+    def step(t, t_prev, **kwargs):
+        try:
+            return impl.ddim_step(x, eps, t, t_prev, ab, **kwargs)
+        except (ValueError, RuntimeError, IndexError) as e:
+            if t_prev >= 0:
+                raise
+            raise CheckFailed(f"ddim_step from t = {t} to t_prev = -1 raised {type(e).__name__}: {e}. Hint: "
+                              "t_prev = -1 means ᾱ_prev = 1 (the clean image), not alphas_cumprod[-1].") from None
+
+    hint_eta = ("σ = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev); the ε direction gets √(1 − ᾱ_prev − σ²), and "
+                "σ z is added.")
     for t, t_prev in ((999, 949), (500, 250), (20, -1)):
-        a, p = ab[t].item(), (ab[t_prev].item() if t_prev >= 0 else 1.0)
-        x0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
-        unclipped = math.sqrt(p) * x0 + math.sqrt(1 - p) * eps
-        expect_close(impl.ddim_step(x, eps, t, t_prev, ab), ref.ddim_step(x, eps, t, t_prev, ab),
-                     what=f"ddim_step from t = {t} to {t_prev} (η = 0)", atol=1e-5,
-                     mistakes={"x̂0 is not clipped to [-1, 1]": unclipped,
-                               "ᾱ_prev is taken at t instead of t_prev": math.sqrt(a) * x0.clamp(-1, 1)
-                               + math.sqrt(1 - a) * eps},
+        wrong = wrong_outputs("diffusion.ddim_step", x, eps, t, t_prev, ab)
+        expect_close(step(t, t_prev), ref.ddim_step(x, eps, t, t_prev, ab), what=f"ddim_step from t = {t} to "
+                     f"{t_prev} (η = 0)", atol=1e-5, mistakes=wrong,
                      hint="x̂0 = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t clipped to [-1, 1], then √ᾱ_prev x̂0 + √(1 − ᾱ_prev) ε; "
                           "t_prev = -1 means ᾱ_prev = 1.")
-        expect_close(impl.ddim_step(x, eps, t, t_prev, ab, clip=False), unclipped,
-                     what=f"ddim_step with clip=False from t = {t} to {t_prev}", atol=1e-5)
+        expect_close(step(t, t_prev, clip=False), ref.ddim_step(x, eps, t, t_prev, ab, clip=False),
+                     what=f"ddim_step with clip=False from t = {t} to {t_prev}", atol=1e-5,
+                     mistakes=wrong_outputs("diffusion.ddim_step", x, eps, t, t_prev, ab, clip=False),
+                     hint="clip=False leaves x̂0 as it is.")
         for eta in (1.0, 0.3):
             want = ref.ddim_step(x, eps, t, t_prev, ab, eta=eta, noise=z)
-            expect_close(impl.ddim_step(x, eps, t, t_prev, ab, eta=eta, noise=z), want,
+            expect_close(step(t, t_prev, eta=eta, noise=z), want,
                          what=f"ddim_step with η = {eta} from t = {t} to {t_prev}", atol=1e-5,
-                         mistakes={"η is ignored (σ = 0)": ref.ddim_step(x, eps, t, t_prev, ab)},
-                         hint="σ = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev); the ε direction gets "
-                              "√(1 − ᾱ_prev − σ²), and σ z is added.")
+                         mistakes=wrong_outputs("diffusion.ddim_step", x, eps, t, t_prev, ab, eta=eta, noise=z),
+                         hint=hint_eta)
     return "deterministic and stochastic (η = 0.3, 1) steps, with and without clipping, down to t_prev = -1."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# cfg_eps
+# ---------------------------------------------------------------------------------------------------------------
+@mistake("diffusion.cfg_eps", "the other convention, ε_cond + w(ε_cond − ε_uncond)")
+def _(eps_cond, eps_uncond, w):
+    return eps_cond + w * (eps_cond - eps_uncond)
+
+
+@mistake("diffusion.cfg_eps", "conditional and unconditional are swapped")
+def _(eps_cond, eps_uncond, w):
+    return eps_cond + w * (eps_uncond - eps_cond)
+
+
+@mistake("diffusion.cfg_eps", "the ε_uncond base is missing: w (ε_cond − ε_uncond)")
+def _(eps_cond, eps_uncond, w):
+    return w * (eps_cond - eps_uncond)
 
 
 @exercise("diffusion.cfg_eps")
@@ -179,7 +401,6 @@ def check_cfg_eps(impl, ref):
         c, u = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
     for w in (2.5, 0.0, 1.0, 4.0):
         expect_close(impl.cfg_eps(c, u, w), ref.cfg_eps(c, u, w), what=f"cfg_eps with w = {w}",
-                     mistakes={"the other convention, ε_cond + w(ε_cond − ε_uncond)": c + w * (c - u),
-                               "conditional and unconditional are swapped": c + w * (u - c)},
+                     mistakes=wrong_outputs("diffusion.cfg_eps", c, u, w),
                      hint="ε̂ = ε_uncond + w (ε_cond − ε_uncond): w = 0 gives ε_uncond, w = 1 gives ε_cond.")
     return "ε_uncond + w (ε_cond − ε_uncond) for w = 0, 1, 2.5, 4."

@@ -1,84 +1,172 @@
 """Checks for chapter 1, `unet`: the residual block and the U-Net's forward pass."""
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from course.checks.layers import patched, randomize_norms
-from course.checks.kit import build_pair, compare_forward, exercise, expect, expect_close, seeded
+from course.checks.kit import check_denoiser, compare_forward, exercise, mistake, random_pair, seeded
 
 
-def _resblock_variants(rb, x, emb) -> dict:
-    """What a ResBlock gives with the usual slips, from the reference block's layers."""
-    def body(h, emb_term, after=False, act_first=False):
-        if act_first:
-            h = rb.conv1(rb.norm1(F.silu(x)))
-        h = h + (0 if after else emb_term)
-        h = rb.conv2(rb.dropout(F.silu(rb.norm2(h))))
-        return h + (emb_term if after else 0)
+# ---------------------------------------------------------------------------------------------------------------
+# ResBlock.forward
+# ---------------------------------------------------------------------------------------------------------------
+def _resblock(self, x, emb, *, shortcut=True, emb_silu=True, emb_where="middle", act_first=False, second_norm=True,
+              dropout_last=False):
+    """ResBlock.forward with one ingredient changed: the common body of the wrong versions below."""
+    e = self.temb_proj(F.silu(emb) if emb_silu else emb)[:, :, None, None]  # (B, out, 1, 1)
+    h = self.conv1(self.norm1(F.silu(x)) if act_first else F.silu(self.norm1(x)))
+    h = h + e if emb_where == "middle" else h
+    if not second_norm:
+        h = self.conv2(h)
+    elif dropout_last:
+        h = self.dropout(self.conv2(F.silu(self.norm2(h))))
+    else:
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+    h = h + e if emb_where == "end" else h
+    return self.nin_shortcut(x) + h if shortcut else h
 
-    emb_term = rb.temb_proj(F.silu(emb))[:, :, None, None]
-    h1 = rb.conv1(F.silu(rb.norm1(x)))
-    return {
-        "the residual shortcut is missing (return nin_shortcut(x) + h)": body(h1, emb_term),
-        "the embedding is added after the second convolution instead of after the first":
-            rb.nin_shortcut(x) + body(h1, emb_term, after=True),
-        "the embedding goes into temb_proj without the SiLU first":
-            rb.nin_shortcut(x) + body(h1, rb.temb_proj(emb)[:, :, None, None]),
-        "the embedding is not added at all": rb.nin_shortcut(x) + body(h1, 0),
-        "SiLU comes before GroupNorm (the order is GroupNorm → SiLU → conv)":
-            rb.nin_shortcut(x) + body(None, emb_term, act_first=True),
-        "the second half skips its GroupNorm → SiLU":
-            rb.nin_shortcut(x) + rb.conv2(h1 + emb_term),
-    }
+
+@mistake("unet.ResBlock.forward", "the residual shortcut is missing (return nin_shortcut(x) + h)")
+def _(self, x, emb):
+    return _resblock(self, x, emb, shortcut=False)
+
+
+@mistake("unet.ResBlock.forward", "the embedding is added after the second convolution instead of after the first")
+def _(self, x, emb):
+    return _resblock(self, x, emb, emb_where="end")
+
+
+@mistake("unet.ResBlock.forward", "the embedding goes into temb_proj without the SiLU first")
+def _(self, x, emb):
+    return _resblock(self, x, emb, emb_silu=False)
+
+
+@mistake("unet.ResBlock.forward", "the embedding is not added at all")
+def _(self, x, emb):
+    return _resblock(self, x, emb, emb_where="nowhere")
+
+
+@mistake("unet.ResBlock.forward", "SiLU comes before GroupNorm (the order is GroupNorm → SiLU → conv)")
+def _(self, x, emb):
+    return _resblock(self, x, emb, act_first=True)
+
+
+@mistake("unet.ResBlock.forward", "the second half skips its GroupNorm → SiLU")
+def _(self, x, emb):
+    return _resblock(self, x, emb, second_norm=False)
+
+
+@mistake("unet.ResBlock.forward", "dropout is applied after conv2; it sits between the second SiLU and conv2")
+def _(self, x, emb):
+    return _resblock(self, x, emb, dropout_last=True)
+
+
+@mistake("unet.ResBlock.forward", "the shortcut is x itself even when the channels change (use self.nin_shortcut)",
+         says="raised")
+def _(self, x, emb):
+    return x + _resblock(self, x, emb, shortcut=False)
 
 
 @exercise("unet.ResBlock.forward")
 def check_ResBlock_forward(impl, ref):
+    hint = ("h = conv1(SiLU(norm1(x))); h = h + temb_proj(SiLU(emb))[:, :, None, None]; "
+            "h = conv2(dropout(SiLU(norm2(h)))); return nin_shortcut(x) + h.")
     cases = [(16, 16, 32, (2, 16, 4, 4)), (8, 16, 24, (1, 8, 3, 5)), (16, 8, 16, (3, 16, 6, 2))]
     for i, (c_in, c_out, emb_dim, shape) in enumerate(cases):
-        mine, theirs = build_pair(impl.ResBlock, ref.ResBlock, c_in, c_out, emb_dim, dropout=0.1, seed=20 + i)
-        randomize_norms(theirs, 30 + i)
-        mine.load_state_dict(theirs.state_dict())
+        mine, theirs = random_pair(impl.ResBlock, ref.ResBlock, c_in, c_out, emb_dim, dropout=0.1, seed=20 + i,
+                                   norms_only=True)
         mine.eval(), theirs.eval()
         with seeded(40 + i):
             x, emb = torch.randn(*shape), torch.randn(shape[0], emb_dim)
-        with torch.no_grad():
-            mistakes = _resblock_variants(theirs, x, emb)
-        compare_forward(mine, theirs, (x, emb), what=f"ResBlock({c_in} → {c_out}) on {tuple(shape)} (eval mode)",
-                        atol=1e-5, rtol=1e-4, mistakes=mistakes,
-                        hint="h = conv1(SiLU(norm1(x))); h = h + temb_proj(SiLU(emb))[:, :, None, None]; "
-                             "h = conv2(dropout(SiLU(norm2(h)))); return nin_shortcut(x) + h.")
+        compare_forward(mine, theirs, (x, emb), exercise="unet.ResBlock.forward",
+                        what=f"ResBlock({c_in} → {c_out}) on {tuple(shape)} (eval mode)", hint=hint)
     # In training mode, dropout must sit where the reference has it (same seed, same mask).
-    mine, theirs = build_pair(impl.ResBlock, ref.ResBlock, 8, 16, 16, dropout=0.5, seed=50)
+    mine, theirs = random_pair(impl.ResBlock, ref.ResBlock, 8, 16, 16, dropout=0.5, seed=50, norms_only=True)
     mine.train(), theirs.train()
     with seeded(51):
         x, emb = torch.randn(2, 8, 4, 4), torch.randn(2, 16)
-    compare_forward(mine, theirs, (x, emb), what="ResBlock in training mode with dropout 0.5", atol=1e-5,
-                    rtol=1e-4, hint="dropout sits between the second SiLU and conv2, once.")
+    compare_forward(mine, theirs, (x, emb), exercise="unet.ResBlock.forward",
+                    what="ResBlock in training mode with dropout 0.5",
+                    hint="dropout sits between the second SiLU and conv2, once.")
     return ("outputs and gradients match for 16→16, 8→16 (1×1 shortcut, odd 3×5 map, batch 1), 16→8, and with "
             "dropout in training mode (atol 1e-5).")
 
 
-def _small_unet(module, in_channels, channels, num_res_blocks, num_classes, seed):
-    return build_pair(module[0].UNet, module[1].UNet, in_channels=in_channels, channels=channels,
-                      num_res_blocks=num_res_blocks, num_classes=num_classes, num_heads=2, seed=seed)
+# ---------------------------------------------------------------------------------------------------------------
+# UNet.forward
+# ---------------------------------------------------------------------------------------------------------------
+def _unet(self, x, t, y, *, time=True, label=True, attn=True, resample=True, head="full", skip="cat",
+          pop_first=False, skip_after_down=False):
+    """UNet.forward with one ingredient changed: the common body of the wrong versions below."""
+    if y is None:
+        y = torch.full_like(t, self.num_classes)
+    emb = (self.time_embed(t) if time else 0) + (self.label_embed(y) if label else 0)
+    h = self.conv_in(x)
+    skips = []
+    for blocks, downsample in zip(self.down, self.downsample):
+        for block in blocks:
+            h = block(h, emb)
+        if skip_after_down:
+            h = downsample(h) if resample else h
+            skips.append(h)
+        else:
+            skips.append(h)
+            h = downsample(h) if resample else h
+    h = self.mid_block1(h, emb)
+    h = self.mid_block2(self.mid_attn(h) if attn else h, emb)
+    for blocks, upsample in zip(self.up, self.upsample):
+        s = skips.pop(0) if pop_first else skips.pop()
+        h = torch.cat([h, s], dim=1) if skip == "cat" else h + s
+        for block in blocks:
+            h = block(h, emb)
+        h = upsample(h) if resample else h
+    if head == "conv":
+        return self.conv_out(h)
+    return self.conv_out(F.silu(self.norm_out(h)) if head == "full" else F.silu(h))
 
 
-def _unet_variants(net, x, t, y) -> dict:
-    identity = nn.Identity()
-    out = {}
-    with patched(net, mid_attn=identity):
-        out["the self-attention in the middle is skipped"] = net(x, t, y)
-    with patched(net, downsample=nn.ModuleList([identity] * len(net.downsample)),
-                 upsample=nn.ModuleList([identity] * len(net.upsample))):
-        out["the resolution never changes: downsample/upsample are not applied"] = net(x, t, y)
-    with patched(net, embed=lambda t, y: net.time_embed(t)):
-        out["the class label is ignored (emb should be self.embed(t, y): time + class)"] = net(x, t, y)
-    with patched(net, embed=lambda t, y: net.label_embed(y)):
-        out["the timestep is ignored (emb should be self.embed(t, y): time + class)"] = net(x, t, y)
-    with patched(net, norm_out=identity):
-        out["the output skips norm_out (the head is conv_out(SiLU(norm_out(h))))"] = net(x, t, y)
-    return out
+@mistake("unet.UNet.forward", "the self-attention in the middle is skipped")
+def _(self, x, t, y=None):
+    return _unet(self, x, t, y, attn=False)
+
+
+@mistake("unet.UNet.forward", "the resolution never changes: downsample/upsample are not applied")
+def _(self, x, t, y=None):
+    return _unet(self, x, t, y, resample=False)
+
+
+@mistake("unet.UNet.forward", "the class label is ignored (emb should be self.embed(t, y): time + class)")
+def _(self, x, t, y=None):
+    return _unet(self, x, t, y, label=False)
+
+
+@mistake("unet.UNet.forward", "the timestep is ignored (emb should be self.embed(t, y): time + class)")
+def _(self, x, t, y=None):
+    return _unet(self, x, t, y, time=False)
+
+
+@mistake("unet.UNet.forward", "the output skips norm_out (the head is conv_out(SiLU(norm_out(h))))")
+def _(self, x, t, y=None):
+    return _unet(self, x, t, y, head="silu")
+
+
+@mistake("unet.UNet.forward", "the head is conv_out(h) alone: norm_out and its SiLU are skipped")
+def _(self, x, t, y=None):
+    return _unet(self, x, t, y, head="conv")
+
+
+@mistake("unet.UNet.forward", "the skip is added to h instead of concatenated along the channels", says="raised")
+def _(self, x, t, y=None):
+    return _unet(self, x, t, y, skip="add")
+
+
+@mistake("unet.UNet.forward", "the skips are taken first-in first-out (skips.pop(0)); the up path needs the last "
+                              "one first", says="raised")
+def _(self, x, t, y=None):
+    return _unet(self, x, t, y, pop_first=True)
+
+
+@mistake("unet.UNet.forward", "the skip is kept after downsampling instead of before", says="raised")
+def _(self, x, t, y=None):
+    return _unet(self, x, t, y, skip_after_down=True)
 
 
 @exercise("unet.UNet.forward")
@@ -90,30 +178,18 @@ def check_UNet_forward(impl, ref):
         (1, (8, 8, 16), 1, 3, (3, 1, 4, 12)),
     ]
     for i, (c, channels, nrb, ncls, shape) in enumerate(configs):
-        mine, theirs = _small_unet((impl, ref), c, channels, nrb, ncls, seed=60 + i)
-        randomize_norms(theirs, 70 + i)
-        mine.load_state_dict(theirs.state_dict())
+        mine, theirs = random_pair(impl.UNet, ref.UNet, in_channels=c, channels=channels, num_res_blocks=nrb,
+                                   num_classes=ncls, num_heads=2, seed=60 + i, norms_only=True)
         with seeded(80 + i):
             x = torch.randn(*shape)
             t = torch.randint(0, 1000, (shape[0],))
             y = torch.randint(0, ncls + 1, (shape[0],))
-        with torch.no_grad():
-            mistakes = _unet_variants(theirs, x, t, y)
-        what = f"UNet(channels={channels}, num_res_blocks={nrb}) on {tuple(shape)}"
-        compare_forward(mine, theirs, (x, t, y), what=what, atol=1e-5, rtol=1e-4, mistakes=mistakes,
-                        hint="emb = self.embed(t, y); h = conv_in(x); per level: its ResBlocks, push h on the skips, "
-                             "downsample; mid_block1 → mid_attn → mid_block2; per level in reverse: "
-                             "h = cat([h, skips.pop()], dim=1), its ResBlocks, upsample; then "
-                             "conv_out(SiLU(norm_out(h))).")
-        if i == 0:
-            with torch.no_grad():
-                want = theirs(x, t, torch.full_like(t, ncls))
-                expect_close(mine(x, t, None), want, what="UNet with y=None", atol=1e-5, rtol=1e-4,
-                             hint="y=None means the null class `num_classes`; self.embed(t, None) does that.")
-    mine, _ = _small_unet((impl, ref), 1, (8, 16), 1, 10, seed=90)
-    with torch.no_grad():
-        a = mine(torch.zeros(1, 1, 8, 8), torch.tensor([5]), torch.tensor([1]))
-        b = mine(torch.zeros(1, 1, 8, 8), torch.tensor([5]), torch.tensor([2]))
-    expect(not torch.allclose(a, b), "the output does not depend on the class label y.")
+        check_denoiser(mine, theirs, x, t, y, exercise="unet.UNet.forward", num_classes=ncls,
+                       what=f"UNet(channels={channels}, num_res_blocks={nrb}) on {tuple(shape)}",
+                       hint="emb = self.embed(t, y); h = conv_in(x); per level: its ResBlocks, push h on the skips, "
+                            "downsample; mid_block1 → mid_attn → mid_block2; per level in reverse: "
+                            "h = cat([h, skips.pop()], dim=1), its ResBlocks, upsample; then "
+                            "conv_out(SiLU(norm_out(h))).")
     return ("outputs and gradients match for 3 U-Nets (1 and 3 channels, 2 and 3 levels, 1 and 2 ResBlocks per "
-            "level, non-square 6×10 and 4×12 inputs, batch 1; atol 1e-5), and y=None is the null class.")
+            "level, non-square 6×10 and 4×12 inputs, batch 1; atol 1e-5); y=None is the null class; the output "
+            "depends on t and y.")
