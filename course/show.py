@@ -37,12 +37,24 @@ class ExerciseView:
         return self.given
 
 
-def show_exercise(name: str) -> ExerciseView:
+def show_exercise(name: str) -> ExerciseView | None:
     """`show_exercise("dit.modulate")`: the signature and docstring to implement; the reference is added, folded,
-    only in reference mode (the book build), so a learner's own notebook does not hand out the answer."""
+    only in reference mode (the book build), so a learner's own notebook does not hand out the answer.
+
+    In IPython it displays itself at once (so `show_exercise(...)` followed by `check(...)` in one cell shows both)
+    and returns None; elsewhere it returns the view."""
     from course import reference_mode
 
-    return ExerciseView(name, reveal=reference_mode())
+    view = ExerciseView(name, reveal=reference_mode())
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return view
+    if get_ipython() is None:
+        return view
+    display(view)
+    return None
 
 
 def glue(name: str, value, display: bool = False):
