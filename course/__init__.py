@@ -59,12 +59,12 @@ def glue(name: str, value, display: bool = False):
     return _glue(name, value, display)
 
 
-def setup(module: str, seed: int = 0):
+def setup(module: str | None = None, seed: int = 0):
     """Start a chapter: say which code runs, pick the device, and seed everything.
 
-    `module` is any exercise module of the chapter (`setup("dit")`). In a learner's environment, exercises of
-    *earlier* chapters that are not done yet are replaced by the reference (said once), so a later chapter always
-    runs. The chapter's own exercises are left as they are.
+    `module` is any exercise module of the chapter (`setup("dit")`); None for a chapter after the last exercises
+    (the summary). In a learner's environment, exercises of *earlier* chapters that are not done yet are replaced
+    by the reference (said once), so a later chapter always runs. The chapter's own exercises are left as they are.
     Call it before importing the chapter's module.
     """
     from course.config import PROFILE, device, seed_everything
@@ -74,7 +74,7 @@ def setup(module: str, seed: int = 0):
     if reference_mode():
         lines.append("running the reference solutions (COURSE_SOLUTIONS=1)")
     else:
-        chapter = list(CHAPTERS).index(CHAPTER_OF[module])
+        chapter = list(CHAPTERS).index(CHAPTER_OF[module]) if module else len(CHAPTERS)
         earlier = [m for ch in list(CHAPTERS)[:chapter] for m in CHAPTERS[ch]]
         borrowed = use_reference_for_unfinished(earlier)
         if borrowed:

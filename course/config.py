@@ -3,7 +3,8 @@
 `COURSE_PROFILE` picks how big the chapter runs are:
 - `ci`: seconds; the tests and nbval use it;
 - `cpu`: minutes on a laptop, the default without a GPU;
-- `gpu`: bigger models and more steps, still minutes; the default when CUDA is available.
+- `gpu`: bigger models and more steps, the default when CUDA is available: a chapter in ≤ 60 s on one H100
+  (`python benchmarks/bench_gpu.py` times each).
 A chapter asks for its numbers with `PROFILE.pick(ci=..., cpu=..., gpu=...)`.
 """
 from __future__ import annotations

@@ -30,6 +30,7 @@ CHAPTERS: dict[str, list[str]] = {
     "03_uvit": ["uvit"],
     "04_genvit": ["genvit"],
     "05_diffit": ["diffit"],
+    "06_latent": ["latent"],
 }
 ALL_MODULES = [m for mods in CHAPTERS.values() for m in mods]
 CHAPTER_OF = {m: ch for ch, mods in CHAPTERS.items() for m in mods}

@@ -4,7 +4,9 @@ FD is the Fréchet distance between Gaussians fitted to the judge's 128-d penult
 and of the held-out test digits, the recipe of FID (Heusel et al., "GANs Trained by a Two Time-Scale Update Rule
 Converge to a Local Nash Equilibrium", NeurIPS 2017) with a judge that knows digits instead of Inception:
     FD = ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁ Σ₂)^½).
-The judge is trained once per image size and cached (`python -m course judge --retrain` retrains it).
+The judge is trained once per data set and image size and cached (`python -m course judge --retrain` retrains it).
+Data sets: `digits` (1 channel) and the procedural `shapes` (RGB; 5,000 training images drawn with seed 0, 1,000 test
+images with seed 1).
 """
 from __future__ import annotations
 
@@ -18,10 +20,22 @@ import torch.nn.functional as F
 
 from course.config import PROFILE, cache_dir
 from course.config import device as default_device
-from course.data import digits
+from course.data import digits, shapes
 from course.nets import DigitJudge
 
 JUDGE_VERSION = 1
+DATASETS = ("digits", "shapes")
+SHAPES_SPLITS = {"train": (5000, 0), "test": (1000, 1)}  # (images, seed)
+
+
+def real_images(dataset: str, split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training or test split of a data set the judge knows: (x (N, C, s, s) in [-1, 1], y (N,))."""
+    if dataset == "digits":
+        return digits(split, size)
+    if dataset == "shapes":
+        n, seed = SHAPES_SPLITS[split]
+        return shapes(n, size, seed=seed)
+    raise ValueError(f"dataset should be one of {DATASETS}, got {dataset!r}")
 
 
 @dataclass
@@ -35,7 +49,8 @@ class Judge:
     @torch.no_grad()
     def features(self, x: torch.Tensor, batch: int = 1000) -> np.ndarray:
         self.net.eval()
-        return torch.cat([self.net.features(x[i:i + batch].float().cpu()) for i in range(0, len(x), batch)]).double().numpy()
+        chunks = [self.net.features(x[i:i + batch].float().cpu()) for i in range(0, len(x), batch)]
+        return torch.cat(chunks).double().numpy()
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
@@ -53,13 +68,27 @@ def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x + 0.05 * torch.randn(x.shape, generator=generator)
 
 
-def train_judge(size: int = 8, steps: int = 800, seed: int = 0, verbose: bool = False) -> Judge:
-    """Train the judge on the training split (a few seconds on a CPU); report its test accuracy."""
+def _judge_net(dataset: str, size: int) -> DigitJudge:
+    if dataset == "digits":
+        return DigitJudge()
+    return DigitJudge(in_channels=3, pool=max(1, size // 16))
+
+
+def judge_steps(dataset: str) -> int:
+    """Training steps of a judge: the digits judge always gets 800; the RGB shapes judge costs more per step and
+    learns its easy classes quickly, so it gets fewer, and only a few in the `ci` profile."""
+    return 800 if dataset == "digits" else PROFILE.pick(ci=20, cpu=250, gpu=500)
+
+
+def train_judge(size: int = 8, steps: int | None = None, seed: int = 0, verbose: bool = False,
+                dataset: str = "digits") -> Judge:
+    """Train the judge on the training split (seconds on a CPU); report its test accuracy."""
+    steps = steps or judge_steps(dataset)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    x, y = digits("train", size)
-    xt, yt = digits("test", size)
-    net = DigitJudge()
+    x, y = real_images(dataset, "train", size)
+    xt, yt = real_images(dataset, "test", size)
+    net = _judge_net(dataset, size)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     net.train()
@@ -76,34 +105,39 @@ def train_judge(size: int = 8, steps: int = 800, seed: int = 0, verbose: bool = 
     feats = judge.features(xt)
     judge.mu_test, judge.sigma_test = feats.mean(0), np.cov(feats, rowvar=False)
     if verbose:
-        print(f"trained the {size}×{size} judge: test accuracy {judge.test_accuracy:.2%}")
+        print(f"trained the {size}×{size} {dataset} judge: test accuracy {judge.test_accuracy:.2%}")
     return judge
 
 
-_JUDGES: dict[int, Judge] = {}
+_JUDGES: dict[tuple[str, int], Judge] = {}
 
 
-def load_judge(size: int = 8, retrain: bool = False, verbose: bool = False) -> Judge:
-    """The cached judge for `size`×`size` digits, trained (and cached) when missing, unreadable or asked for."""
-    if size in _JUDGES and not retrain:
-        return _JUDGES[size]
-    path = cache_dir() / f"judge-digits-{size}-v{JUDGE_VERSION}.pt"
+def load_judge(size: int = 8, retrain: bool = False, verbose: bool = False, dataset: str = "digits") -> Judge:
+    """The cached judge for `size`×`size` images of `dataset`, trained (and cached) when missing, unreadable or
+    asked for."""
+    if (dataset, size) in _JUDGES and not retrain:
+        return _JUDGES[dataset, size]
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset should be one of {DATASETS}, got {dataset!r}")
+    steps = judge_steps(dataset)
+    name = f"judge-{dataset}-{size}" + ("" if dataset == "digits" else f"-{steps}steps")
+    path = cache_dir() / f"{name}-v{JUDGE_VERSION}.pt"
     judge = None
     if path.exists() and not retrain:
         try:
             blob = torch.load(path, map_location="cpu", weights_only=False)
-            net = DigitJudge()
+            net = _judge_net(dataset, size)
             net.load_state_dict(blob["state_dict"])
             judge = Judge(net.eval(), size, blob["test_accuracy"], blob["mu_test"], blob["sigma_test"])
         except Exception as e:  # noqa: BLE001 - a damaged cache is retrained, never fatal
             print(f"the cached judge {path} could not be read ({type(e).__name__}); retraining it")
     if judge is None:
-        judge = train_judge(size, verbose=verbose)
+        judge = train_judge(size, verbose=verbose, dataset=dataset)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")  # parallel test workers may train it at the same time
         torch.save({"state_dict": judge.net.state_dict(), "test_accuracy": judge.test_accuracy,
                     "mu_test": judge.mu_test, "sigma_test": judge.sigma_test}, tmp)
         tmp.replace(path)
-    _JUDGES[size] = judge
+    _JUDGES[dataset, size] = judge
     return judge
 
 
@@ -116,9 +150,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
 
 
-def fd_to_test(images: torch.Tensor, size: int | None = None) -> float:
-    """FD between images (N, 1, s, s) in [-1, 1] and the held-out test digits, in the judge's features."""
-    judge = load_judge(size or images.shape[-1])
+def fd_to_test(images: torch.Tensor, size: int | None = None, dataset: str = "digits") -> float:
+    """FD between images (N, C, s, s) in [-1, 1] and the held-out test images, in the judge's features."""
+    judge = load_judge(size or images.shape[-1], dataset=dataset)
     feats = judge.features(images)
     return frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), judge.mu_test, judge.sigma_test)
 
@@ -140,26 +174,35 @@ class Evaluation:
 
 def evaluate(model, diffusion, *, size: int = 8, n_per_class: int | None = None, steps: int = 20, w: float = 1.0,
              sampler: str = "ddim", seed: int = 0, batch_size: int = 1000, num_classes: int = 10,
-             progress: bool = False) -> Evaluation:
-    """Sample `n_per_class` digits of each class (DDIM, `steps` steps, guidance `w`) and measure them."""
+             progress: bool = False, dataset: str = "digits", shape: tuple | None = None, decode=None,
+             clip: bool = True) -> Evaluation:
+    """Sample `n_per_class` images of each class (DDIM, `steps` steps, guidance `w`) and measure them.
+
+    By default the samples are (1, size, size) digits. For latent diffusion give the latent `shape` (C, h, w),
+    `decode` (latents → images in [-1, 1], e.g. the autoencoder's decoder after dividing by the scale), `clip=False`
+    (x̂0 is clipped to [-1, 1] for pixels only) and the `dataset` of the decoded images."""
     n_per_class = n_per_class or PROFILE.pick(ci=20, cpu=100, gpu=100)
     labels = torch.arange(num_classes).repeat_interleave(n_per_class)
     generator = torch.Generator().manual_seed(seed)
     dev = next(model.parameters()).device if any(True for _ in model.parameters()) else default_device()
-    in_channels = 1
+    shape = tuple(shape) if shape is not None else (1 if dataset == "digits" else 3, size, size)
     start = time.perf_counter()
     chunks = []
     for i in range(0, len(labels), batch_size):
         yb = labels[i:i + batch_size]
-        chunks.append(diffusion.sample(model, (len(yb), in_channels, size, size), yb, sampler=sampler, steps=steps,
-                                       w=w, generator=generator, device=dev, progress=progress).cpu())
+        z = diffusion.sample(model, (len(yb), *shape), yb, sampler=sampler, steps=steps, w=w, clip=clip,
+                             generator=generator, device=dev, progress=progress)
+        if decode is not None:
+            with torch.no_grad():
+                z = decode(z).clamp(-1, 1)
+        chunks.append(z.cpu())
     samples = torch.cat(chunks)
     seconds = time.perf_counter() - start
-    judge = load_judge(size)
+    judge = load_judge(size, dataset=dataset)
     acc = (judge.predict(samples) == labels).float().mean().item()
-    return Evaluation(acc, fd_to_test(samples, size), samples, labels, seconds, w, steps)
+    return Evaluation(acc, fd_to_test(samples, size, dataset), samples, labels, seconds, w, steps)
 
 
-def fd_floor(size: int = 8) -> float:
-    """FD of the real training digits to the test digits: the best any sampler can hope for here."""
-    return fd_to_test(digits("train", size)[0], size)
+def fd_floor(size: int = 8, dataset: str = "digits") -> float:
+    """FD of the real training images to the test images: the best any sampler can hope for here."""
+    return fd_to_test(real_images(dataset, "train", size)[0], size, dataset)

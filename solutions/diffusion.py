@@ -217,5 +217,5 @@ class Diffusion:
             if trajectory:
                 path.append(x.cpu())
         model.train(was_training)
-        x = x.clamp(-1, 1)
+        x = x.clamp(-1, 1) if clip else x  # pixels live in [-1, 1]; latents do not (clip=False for them)
         return (x, path) if trajectory else x

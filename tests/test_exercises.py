@@ -23,6 +23,11 @@ def test_syllabus_exercises_exist():
         "vit": "ViTBlock.forward ViTDenoiser.forward",
         "dit": "modulate LabelEmbedder.token_drop DiTBlock.forward FinalLayer.forward DiT.initialize_weights "
                "DiT.forward DiT.forward_with_cfg",
+        "uvit": "UViTBlock.forward UViT.forward",
+        "genvit": "GenViT.forward HybViT.classify HybViT.denoise hybrid_loss",
+        "diffit": "window_partition window_reverse relative_position_index TMSA.forward DiffiTBlock.forward "
+                  "DiffiTResBlock.forward DiffiT.forward",
+        "latent": "reparameterize kl_loss latent_scale",
     }
     for module in modules():
         if module in syllabus:

@@ -1,0 +1,139 @@
+"""Checks for chapter 6, `latent`: the reparameterised sample, the KL term and the latent scale."""
+import math
+
+import torch
+
+from course.checks.kit import exercise, expect, expect_close, expect_tensor, mistake, seeded, wrong_outputs
+
+
+def _gaussians(seed: int, shape=(3, 4, 2, 2)):
+    with seeded(seed):
+        return torch.randn(*shape), torch.randn(*shape) * 1.5, torch.randn(*shape)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reparameterize
+# ---------------------------------------------------------------------------------------------------------------
+@mistake("latent.reparameterize", "σ² is used instead of σ: exp(log σ²) · ε, as if the encoder predicted log σ "
+                                  "(the standard deviation is exp(½ log σ²))")
+def _(mean, logvar, noise=None):
+    return mean + logvar.exp() * noise
+
+
+@mistake("latent.reparameterize", "the prediction is treated as σ itself, not log σ² (z = μ + logvar · ε)")
+def _(mean, logvar, noise=None):
+    return mean + logvar * noise
+
+
+@mistake("latent.reparameterize", "the noise is not used: z = μ (that is the deterministic encoding, not a sample)")
+def _(mean, logvar, noise=None):
+    return mean.clone()
+
+
+@exercise("latent.reparameterize")
+def check_reparameterize(impl, ref):
+    for seed, shape in ((1, (3, 4, 2, 2)), (2, (1, 4, 8, 8)), (3, (2, 1, 1, 3))):
+        mean, logvar, noise = _gaussians(seed, shape)
+        args = [a.clone().requires_grad_() for a in (mean, logvar)]
+        got = impl.reparameterize(*args, noise.clone())
+        expect_close(got, ref.reparameterize(mean, logvar, noise), what=f"reparameterize on shape {shape}",
+                     mistakes=wrong_outputs("latent.reparameterize", mean, logvar, noise),
+                     hint="σ = exp(½ · logvar); z = μ + σ · ε.")
+        got.sum().backward()
+        expect(args[0].grad is not None and args[1].grad is not None,
+               "no gradient reaches μ or log σ²: the sample must stay differentiable in both (that is the trick).")
+        expect_close(args[1].grad, 0.5 * torch.exp(0.5 * logvar) * noise, what="the gradient with respect to logvar")
+    mean, logvar, _ = _gaussians(4, (2000, 4, 1, 1))
+    with seeded(5):
+        z = impl.reparameterize(mean[:1].expand(2000, -1, -1, -1), logvar[:1].expand(2000, -1, -1, -1))
+    expect_tensor(z, shape=(2000, 4, 1, 1), what="reparameterize(μ, log σ²) without noise")
+    std = z.std(0).flatten()
+    want = torch.exp(0.5 * logvar[0]).flatten()
+    expect(bool(((std / want - 1).abs() < 0.1).all()),
+           f"with noise=None the samples should spread with σ = {want.tolist()}, got {std.tolist()}: draw "
+           "ε with torch.randn_like(mean).")
+    return "μ + exp(½ log σ²) · ε on three shapes, differentiable in μ and log σ²; draws its own ε when none is given."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# kl_loss
+# ---------------------------------------------------------------------------------------------------------------
+@mistake("latent.kl_loss", "the sign is flipped (the KL is ≥ 0: ½(μ² + σ² − 1 − log σ²))")
+def _(mean, logvar):
+    return -0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).flatten(1).sum(1).mean()
+
+
+@mistake("latent.kl_loss", "the factor ½ is missing")
+def _(mean, logvar):
+    return (mean.pow(2) + logvar.exp() - 1 - logvar).flatten(1).sum(1).mean()
+
+
+@mistake("latent.kl_loss", "the prediction is treated as log σ, not log σ² (σ² = exp(2 · logvar))")
+def _(mean, logvar):
+    return 0.5 * (mean.pow(2) + (2 * logvar).exp() - 1 - 2 * logvar).flatten(1).sum(1).mean()
+
+
+@mistake("latent.kl_loss", "the mean is taken over every element instead of summing over an image's latents")
+def _(mean, logvar):
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+
+
+@mistake("latent.kl_loss", "the sum runs over the batch too (sum, not mean, over images)")
+def _(mean, logvar):
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum()
+
+
+@exercise("latent.kl_loss")
+def check_kl_loss(impl, ref):
+    for seed, shape in ((6, (3, 4, 2, 2)), (7, (1, 4, 8, 8)), (8, (5, 2, 3, 1))):
+        mean, logvar, _ = _gaussians(seed, shape)
+        got = impl.kl_loss(mean, logvar)
+        expect_tensor(got, shape=(), dtype=mean.dtype, what=f"kl_loss on latents of shape {shape}")
+        expect_close(got, ref.kl_loss(mean, logvar), what=f"kl_loss on latents of shape {shape}", rtol=1e-5,
+                     mistakes=wrong_outputs("latent.kl_loss", mean, logvar),
+                     hint="½ (μ² + exp(logvar) − 1 − logvar), summed over C·h·w, averaged over the batch.")
+    zero = impl.kl_loss(torch.zeros(2, 4, 2, 2), torch.zeros(2, 4, 2, 2))
+    expect(abs(float(zero)) < 1e-6, f"KL(N(0, 1) ‖ N(0, 1)) is 0; your kl_loss gives {float(zero):.4g}.")
+    return "½ Σ(μ² + σ² − 1 − log σ²) per image, mean over the batch, three shapes, and 0 for N(0, I)."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# latent_scale
+# ---------------------------------------------------------------------------------------------------------------
+@mistake("latent.latent_scale", "the scale is the standard deviation itself; latents are *multiplied* by the "
+                                "scale on the way in (encode), so it is 1 / std, not std (which would belong on "
+                                "decode)")
+def _(latents):
+    return float(latents.float().std())
+
+
+@mistake("latent.latent_scale", "1 / variance instead of 1 / standard deviation")
+def _(latents):
+    return float(1.0 / latents.float().var())
+
+
+@mistake("latent.latent_scale", "1 / mean absolute value instead of 1 / standard deviation")
+def _(latents):
+    return float(1.0 / latents.float().abs().mean())
+
+
+@exercise("latent.latent_scale")
+def check_latent_scale(impl, ref):
+    with seeded(9):
+        cases = [torch.randn(64, 4, 8, 8) * 5.5 + 0.3, torch.randn(10, 2, 3, 3) * 0.2, torch.randn(1, 4, 4, 4) * 3]
+    for z in cases:
+        got = impl.latent_scale(z)
+        expect(isinstance(got, (float, int)) and not isinstance(got, bool),
+               f"latent_scale should return a Python float, got {type(got).__name__}. Hint: float(...).")
+        want = ref.latent_scale(z)
+        name = None
+        for description, wrong in wrong_outputs("latent.latent_scale", z).items():
+            if wrong is not None and math.isclose(got, wrong, rel_tol=1e-4) and not math.isclose(wrong, want,
+                                                                                                   rel_tol=1e-4):
+                name = description
+        expect(name is None, f"latent_scale looks like a common mistake: {name}.")
+        expect(math.isclose(got, want, rel_tol=1e-4),
+               f"latent_scale of latents of shape {tuple(z.shape)} with std {z.std():.4g} should be {want:.6g}, got "
+               f"{got:.6g}. Hint: one scale for all channels, 1 / std over every element.")
+        expect(abs((z * got).std().item() - 1) < 1e-3, "the scaled latents z · s should have unit variance.")
+    return "1 / std over every element, as a float: scaled latents get unit variance (three data sets)."
