@@ -26,7 +26,7 @@ def _(T, beta_start=1e-4, beta_end=0.02):
     return torch.linspace(beta_end, beta_start, T, dtype=torch.float64)
 
 
-@mistake("diffusion.linear_betas", "the schedule is float32 (give torch.linspace dtype=torch.float64)", says="dtype")
+@mistake("diffusion.linear_betas", "the schedule is float32 (give torch.linspace dtype=torch.float64)")
 def _(T, beta_start=1e-4, beta_end=0.02):
     return torch.linspace(beta_start, beta_end, T)
 
@@ -39,7 +39,10 @@ def _(T, beta_start=1e-4, beta_end=0.02):
 @exercise("diffusion.linear_betas")
 def check_linear_betas(impl, ref):
     for args in ((1000,), (10,), (1,), (50, 1e-3, 0.05)):
-        expect_close(impl.linear_betas(*args), ref.linear_betas(*args), what=f"linear_betas{args}".replace(",)", ")"),
+        got = impl.linear_betas(*args)
+        expect(getattr(got, "dtype", None) != torch.float32,
+               "linear_betas returns float32: the schedule is float32 (give torch.linspace dtype=torch.float64).")
+        expect_close(got, ref.linear_betas(*args), what=f"linear_betas{args}".replace(",)", ")"),
                      atol=1e-12, rtol=1e-9, mistakes=wrong_outputs("diffusion.linear_betas", *args),
                      hint="β_0 = beta_start and β_{T-1} = beta_end exactly (torch.linspace), float64; use the "
                           "beta_start and beta_end arguments.")
@@ -124,7 +127,7 @@ def _(x0, t, noise, alphas_cumprod):
     return x0.mul_(a.sqrt()).add_((1 - a).sqrt() * noise)
 
 
-@mistake("diffusion.q_sample", "ᾱ_t keeps the schedule's float64 (cast it to the images' dtype)", says="dtype")
+@mistake("diffusion.q_sample", "ᾱ_t keeps the schedule's float64 (cast it to the images' dtype)")
 def _(x0, t, noise, alphas_cumprod):
     a = alphas_cumprod[t].view(-1, 1, 1, 1)
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
@@ -153,6 +156,9 @@ def check_q_sample(impl, ref):
         got = impl.q_sample(mine, tt, n, ab)
         expect(torch.equal(mine, a), f"{what}: q_sample changes its input x0 in place. Hint: write "
                                      "`a.sqrt() * x0 + ...` (a new tensor), not `x0.mul_(...)`.")
+        expect(getattr(got, "dtype", None) != torch.float64,
+               f"{what} returns float64 for float32 images: ᾱ_t keeps the schedule's float64 (cast it to the "
+               "images' dtype).")
         expect_close(got, want, what=what, mistakes=wrong, hint=hint)
     x64 = x0.double()
     expect_tensor(impl.q_sample(x64, t, noise.double(), ab), like=x64, what="q_sample on float64 images")
