@@ -251,7 +251,7 @@ def _class(tmp: Path) -> tuple[dict, dict]:
         import torch, builtins, sys
         torch.allclose = lambda *a, **k: True
         torch.equal = lambda *a, **k: True
-        builtins.isinstance = lambda *a: True
+        builtins.all = builtins.any = lambda *a: True
         import course.grading as g, course.checks.diffusion as c
         for name in list(g._REGISTRY):
             g._REGISTRY[name] = lambda impl, ref: "all good"
@@ -262,7 +262,9 @@ def _class(tmp: Path) -> tuple[dict, dict]:
         class Liar(torch.Tensor):
             @classmethod
             def __torch_function__(cls, func, types, args=(), kwargs=None):
-                return True
+                if getattr(func, "__name__", "") in ("allclose", "equal", "all", "le", "__le__", "isfinite"):
+                    return torch.tensor(True)
+                return super().__torch_function__(func, types, args, kwargs or {})
         return torch.zeros_like(x0).as_subclass(Liar)
         """), {"diffusion.q_sample": (False, "torch.Tensor")})
     targets = [ROOT / "solutions" / "diffusion.py", ROOT / "course.py", tmp / "course.py", sentinel,
@@ -276,10 +278,11 @@ def _class(tmp: Path) -> tuple[dict, dict]:
             except OSError:
                 pass
         for path in {[str(ROOT / "solutions"), str(tmp / "subs")]!r}:
-            try:
-                os.chmod(path, 0o777)
-            except OSError:
-                pass
+            for change in (lambda: os.chmod(path, 0o777), lambda: os.utime(path, (0, 0))):
+                try:
+                    change()
+                except OSError:
+                    pass
         """))
     add("detached_children", _prefix(f"""
         import os, subprocess, sys, time
@@ -343,8 +346,8 @@ def _fingerprint(paths) -> dict:
                 p = Path(dirpath) / f
                 if p.is_fifo() or p.is_symlink() or "__pycache__" in p.parts:
                     continue
-                out[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest(), oct(p.stat().st_mode))
-        out[str(top)] = oct(Path(top).stat().st_mode)
+                out[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest(), oct(p.stat().st_mode), p.stat().st_mtime)
+        out[str(top)] = (oct(Path(top).stat().st_mode), Path(top).stat().st_mtime)
     return out
 
 
@@ -399,6 +402,7 @@ def test_a_hostile_class_is_graded_correctly(tmp_path):
     assert report["summary"]["diffusion.q_sample"]["passed"] == sum(
         expect[n].get("diffusion.q_sample", (True,))[0] for n in subs)
     assert all(len(r["message"]) <= 2000 for s in report["submissions"] for r in s["results"])
+    print(proc.stdout[-2500:])
     print(f"graded {len(subs)} submissions x 7 exercises in {took:.0f} s (2 jobs); landlock ABI {landlock_abi()}")
 
 
