@@ -775,6 +775,8 @@ class Grader:
             self._all.append(z)
 
     def _spawn(self) -> Zygote:
+        if self.closed:
+            raise GraderProblem("grading was stopped")
         z = Zygote(self.root, self.snapshot, self._extra_dir)
         with self._lock:
             self._all.append(z)
@@ -864,6 +866,8 @@ class Grader:
         start = time.monotonic()
         try:
             for name in self.names:
+                if self.closed:
+                    raise GraderProblem("grading was stopped")
                 module = name.split("/", 1)[0].split(".", 1)[0]
                 if name in self.broken:
                     row = Row(label, name, False, "not graded: the grader's check is broken here (see the grader's "

@@ -459,3 +459,35 @@ def test_cli_grade_exit_status_says_whether_grading_worked(tmp_path):
     assert proc.returncode == 3 and "always_fails" in proc.stderr
     rows = list(csv.DictReader(out.open()))
     assert [r["passed"] for r in rows] == ["True", "False"] and "not graded" in rows[1]["message"]
+
+
+def test_ctrl_c_keeps_what_was_graded_and_leaves_nothing_behind(tmp_path):
+    hang = _prefix(f"""
+        import subprocess, sys
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)  # {MARKER}"], start_new_session=True)
+        """, "import signal\nsignal.setitimer(signal.ITIMER_REAL, 0)\nwhile True:\n    pass")
+    folders = _write(tmp_path, {"a": {"diffusion.py": SOURCE}, "b": {"diffusion.py": hang},
+                                "c": {"diffusion.py": hang}})
+    out, work = tmp_path / "grades.csv", tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "COURSE_SOLUTIONS"}
+    proc = subprocess.Popen([sys.executable, "-m", "course", "grade", *folders, "--out", str(out), "--only",
+                             "diffusion", "--timeout", "30", "--workdir", str(work)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and len(out.read_text().splitlines()) >= 1 + len(DIFFUSION):
+            break
+        time.sleep(0.2)
+    time.sleep(2)  # b is now inside its hanging q_sample, its detached child started
+    proc.send_signal(2)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    rows = list(csv.DictReader(out.open()))
+    assert [Path(r["submission"]).name for r in rows] == ["a"] * len(DIFFUSION)
+    assert all(r["passed"] == "True" for r in rows)
+    time.sleep(1)
+    assert _leftovers() == []
+    assert list(work.iterdir()) == []
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["grading"]["interrupted"] and not report["grading"]["complete"]
