@@ -78,7 +78,7 @@ def _check_sandboxed(args, names) -> int:
 def cmd_progress(args) -> int:
     from course.grading import run_exercise
 
-    impl = Path(args.impl) if args.impl else COURSE_DIR
+    impl = _impl_folder(args.impl)
     for module in modules():
         results = [run_exercise(name, impl, timeout=args.timeout) for name in exercises(module)]
         done = sum(r.passed for r in results)

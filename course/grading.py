@@ -1,12 +1,16 @@
 """The grader: every exercise is compared with the reference, one block at a time.
 
 A check is a function `check_x(impl, ref)` registered with `@exercise("module.qualname")` in
-`course/checks/<module>.py`, written with the kit in `course/checks/kit.py`. `impl` is the implementation under test, loaded afresh with every *other* exercise of
-its module replaced by the reference (so one block is graded alone); `ref` is the reference module. A check raises
-`CheckFailed` with a message for the learner, or returns a short note on what passed.
+`course/checks/<module>.py`, written with the kit in `course/checks/kit.py`. `impl` is the implementation under
+test, loaded afresh with every *other* exercise of its module replaced by the reference (so one block is graded
+alone); `ref` is the reference module. A check raises `CheckFailed` with a message for the learner, or returns a
+short note on what passed.
 
-Whatever the learner's code does (raise, return NaN, a wrong shape, a wrong dtype, loop forever, fail to import), the
-result is a failed check with a message that names the exercise, what was expected, what came back and a hint.
+Whatever the learner's code does (raise, return NaN, a wrong shape, a wrong dtype, loop forever, exit, fail to
+import), the result is a failed check with a message that names the exercise, what was expected, what came back and
+a hint. Here everything runs in the calling process (the notebook's `check`, fast); `python -m course grade` and
+`check --impl DIR --json` run each exercise of a submission in a sandboxed child and decide passes in the grader
+(`course/sandbox.py`).
 """
 from __future__ import annotations
 

@@ -758,7 +758,7 @@ class Grader:
 
     @staticmethod
     def _freeze(top: Path) -> None:
-        for dirpath, dirnames, filenames in os.walk(top, topdown=False):
+        for dirpath, _, filenames in os.walk(top, topdown=False):
             for f in filenames:
                 os.chmod(os.path.join(dirpath, f), 0o444)
             os.chmod(dirpath, 0o555)
