@@ -305,6 +305,8 @@ def _class(tmp: Path) -> tuple[dict, dict]:
             except OSError:
                 pass
         """))
+    add("mutates_input", _q("x0.zero_()\nreturn a.sqrt() * x0 + (1 - a).sqrt() * noise"),
+        {"diffusion.q_sample": (False, "in place")})
     add("huge_message", _q("raise ValueError('x' * 150_000)"), {"diffusion.q_sample": (False, "ValueError")})
     add("odd_bytes", _q("""
         import sys
