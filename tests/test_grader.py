@@ -206,6 +206,11 @@ def _class(tmp: Path) -> tuple[dict, dict]:
     add("correct", SOURCE)
     add("correct_in_course", files={"course/diffusion.py": SOURCE})
     add("correct_one_level_down", files={"repo/course/diffusion.py": SOURCE, "repo/README.md": "hi"})
+    add("correct_written_differently", _q("""
+        ab = alphas_cumprod.to(x0.dtype)[t]
+        ab = ab.reshape(len(t), *([1] * (x0.dim() - 1)))
+        return torch.sqrt(ab) * x0 + torch.sqrt(1.0 - ab) * noise
+        """).replace("return eps_uncond + w * (eps_cond - eps_uncond)", "return (1 - w) * eps_uncond + w * eps_cond"))
     add("stub", student_source("diffusion"), {e: (False, "not done yet") for e in everything})
     add("wrong_q_sample", _q(WRONG), {"diffusion.q_sample": (False, "swapped")})
     add("raises", _q("raise ValueError('oops')"), {"diffusion.q_sample": (False, "ValueError: oops")})
@@ -493,3 +498,22 @@ def test_ctrl_c_keeps_what_was_graded_and_leaves_nothing_behind(tmp_path):
     assert list(work.iterdir()) == []
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["grading"]["interrupted"] and not report["grading"]["complete"]
+
+
+def test_verify_re_decides_a_pass_from_the_recorded_values():
+    import torch
+
+    from course.sandbox import verify
+
+    want = torch.tensor([1.0, 2.0, 3.0])
+    records = [{"kind": "close", "what": "the output", "atol": 1e-5, "rtol": 1e-4, "check_dtype": True, "want": want},
+               {"kind": "tensor", "what": "x", "shape": [2], "dtype": "torch.float32", "device": "cpu",
+                "finite": False}]
+    assert verify(records, [want + 1e-7, torch.tensor([float("nan"), 0.0])]) is None
+    assert "differs" in verify(records, [want + 0.1, torch.zeros(2)])
+    assert "dtype" in verify(records, [want.double(), torch.zeros(2)])
+    assert "NaN" in verify(records, [want * float("nan"), torch.zeros(2)])
+    assert "shape" in verify(records, [want, torch.zeros(3)])
+    assert "no tensor" in verify(records, [want, None])
+    assert "could not be confirmed" in verify(records, [want])
+    assert "could not be confirmed" in verify(records, "forged")
