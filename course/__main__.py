@@ -58,7 +58,8 @@ def _check_sandboxed(args, names) -> int:
     set_subreaper()
     grader = None
     try:
-        grader = Grader(names, timeout=args.timeout, memory_mb=args.memory_mb, workdir=args.workdir)
+        grader = Grader(names, timeout=args.timeout, memory_mb=args.memory_mb, workdir=args.workdir,
+                        allow_processes=args.allow_processes)
         rows = grader.grade(args.impl, on_row=lambda r: print(json.dumps(r.as_dict()), flush=True))
         problems = list(grader.problems)
     except GraderProblem as e:
@@ -146,7 +147,8 @@ def cmd_grade(args) -> int:
         f.flush()
         try:
             grader = Grader(names, timeout=args.timeout, memory_mb=args.memory_mb, jobs=args.jobs, extra=args.extra,
-                            workdir=args.workdir, submission_timeout=args.submission_timeout)
+                            workdir=args.workdir, submission_timeout=args.submission_timeout,
+                            allow_processes=args.allow_processes)
             points = _points(args.points, grader.names)
             guard = (f"Landlock ABI {grader.landlock}" if grader.landlock else
                      "no Landlock on this system: files and processes are not fenced (see the README)")
@@ -258,6 +260,7 @@ def main(argv=None) -> int:
     p.add_argument("--memory-mb", type=int, default=4096, help="memory per sandboxed check (--impl with --json)")
     p.add_argument("--workdir", help="where the sandbox's temporary folders go (default: the system's)")
     p.add_argument("--in-process", action="store_true", help="with --impl and --json: no sandbox (trusted code)")
+    p.add_argument("--allow-processes", action="store_true", help="let the code under test start processes")
     p.set_defaults(fn=cmd_check)
     p = sub.add_parser("progress", help="what is done, chapter by chapter")
     p.add_argument("--impl")
@@ -275,6 +278,8 @@ def main(argv=None) -> int:
     p.add_argument("--extra", help="a folder of instructor-only checks (*.py registering `module/label` checks)")
     p.add_argument("--points", help="a JSON file of points per module or exercise (default 1 each)")
     p.add_argument("--workdir", help="where the sandbox's temporary folders go (default: the system's)")
+    p.add_argument("--allow-processes", action="store_true",
+                   help="let the code under test start processes (they are still killed when its check ends)")
     p.set_defaults(fn=cmd_grade)
     p = sub.add_parser("generate", help="regenerate course/'s exercise modules from solutions/")
     p.add_argument("modules", nargs="*", help="only these modules (default: all)")

@@ -159,11 +159,13 @@ _DENIED_X86_64 = (
     101, 310, 311, 303, 304, 323,  # ptrace process_vm_{read,write}v name_to/open_by_handle_at userfaultfd
     175, 176, 313, 246, 320, 169, 167, 168, 172, 173,  # modules kexec reboot swap iopl ioperm
     164, 227, 159, 321, 298, 248, 249, 250,  # settimeofday clock_settime adjtimex bpf perf keys
+    41,  # socket: no network, no sockets at all
 )
 
 
-def seccomp_deny() -> bool:
-    """Install a seccomp filter that makes the syscalls in `_DENIED_X86_64` fail with EPERM (x86-64 Linux only)."""
+def seccomp_deny(processes: bool = False) -> bool:
+    """Install a seccomp filter that makes the syscalls in `_DENIED_X86_64` fail with EPERM, and, unless
+    `processes`, creating processes too (threads stay allowed). x86-64 Linux only; returns whether installed."""
     import platform
 
     if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
@@ -176,16 +178,20 @@ def seccomp_deny() -> bool:
     class Prog(ctypes.Structure):
         _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Instr)))
 
-    load, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
-    allow, deny = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
-    numbers = sorted(set(_DENIED_X86_64))
-    n = len(numbers)
-    # 0: load arch; 1: arch == x86-64 ? next : allow; 2: load nr; 3: nr >= x32 bit ? deny; 4..: nr == k ? deny;
-    # then allow, deny.
-    code = [(load, 0, 0, 4), (jeq, 0, n + 2, 0xC000003E), (load, 0, 0, 0), (jge, n + 1, 0, 0x40000000)]
-    code += [(jeq, n - i, 0, nr) for i, nr in enumerate(numbers)]
-    code += [(ret, 0, 0, allow), (ret, 0, 0, deny)]
-    program = (Instr * len(code))(*[Instr(*c) for c in code])
+    load, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    # (code, jump if true, jump if false, k); jumps name a label or are 0 (the next instruction)
+    code = [(load, 0, 0, 4), (jeq, 0, "allow", 0xC000003E), (load, 0, 0, 0), (jge, "deny", 0, 0x40000000)]
+    code += [(jeq, "deny", 0, nr) for nr in sorted(set(_DENIED_X86_64))]
+    if not processes:
+        code += [(jeq, "deny", 0, 57), (jeq, "deny", 0, 58), (jeq, "nosys", 0, 435), (jeq, 0, "allow", 56),
+                 (load, 0, 0, 16), (jset, "allow", "deny", 0x00010000)]  # clone: only with CLONE_THREAD
+    labels = {"allow": len(code), "deny": len(code) + 1, "nosys": len(code) + 2}
+    code += [(ret, 0, 0, 0x7FFF0000), (ret, 0, 0, 0x00050000 | 1), (ret, 0, 0, 0x00050000 | 38)]
+
+    def offset(i: int, target) -> int:
+        return labels[target] - i - 1 if isinstance(target, str) else target
+
+    program = (Instr * len(code))(*[Instr(c, offset(i, t), offset(i, f), k) for i, (c, t, f, k) in enumerate(code)])
     prog = Prog(len(code), program)
     if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
         return False
@@ -369,7 +375,7 @@ def _child(req: dict, snapshot: str) -> None:
         except (ValueError, OSError):
             pass
     landlock(_readable_roots(snapshot), [str(box)], ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"])
-    seccomp_deny()
+    seccomp_deny(processes=bool(req.get("processes")))
 
     import torch
 
@@ -720,11 +726,12 @@ class Grader:
 
     def __init__(self, names: list[str], *, timeout: float = 60.0, memory_mb: int = 4096, jobs: int = 1,
                  extra: str | Path | None = None, workdir: str | Path | None = None, verbose: bool = False,
-                 submission_timeout: float = 0.0):
+                 submission_timeout: float = 0.0, allow_processes: bool = False):
         from course.exercises import COURSE_DIR, SOLUTIONS_DIR, modules
 
         self.timeout, self.memory_mb, self.verbose = float(timeout), int(memory_mb), verbose
         self.submission_timeout = float(submission_timeout or 0)
+        self.allow_processes = bool(allow_processes)
         self.hard_timeout = self.timeout + 2.0 + 0.1 * self.timeout
         self.modules = modules()
         self.root = Path(tempfile.mkdtemp(prefix="course-grade-", dir=workdir)).resolve()
@@ -904,7 +911,7 @@ class Grader:
         try:
             (box / "work" / f"{module}.py").write_bytes(data)
             req = {"mode": "learner", "exercise": name, "box": str(box), "timeout": self.timeout,
-                   "hard_timeout": self.hard_timeout, "memory_mb": self.memory_mb}
+                   "hard_timeout": self.hard_timeout, "memory_mb": self.memory_mb, "processes": self.allow_processes}
             try:
                 z, status = self._run(z, req)
             except GraderProblem as e:

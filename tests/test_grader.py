@@ -170,6 +170,9 @@ def test_cli_check_exit_codes_and_json(tmp_path):
     proc = cli("check", "diffusion.q_sample", "--impl", str(exits), "--json", "--workdir", str(tmp_path))
     assert proc.returncode == 1 and "sys.exit" in proc.stdout
     assert list(tmp_path.iterdir()) == [exits]  # the sandbox's folders are gone
+    forks = submission(tmp_path, "    import os\n    os.fork()\n" + Q_SAMPLE_BODY)
+    proc = cli("check", "diffusion.q_sample", "--impl", str(forks), "--json", "--workdir", str(tmp_path))
+    assert proc.returncode == 1 and "PermissionError" in proc.stdout
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -177,6 +180,20 @@ def test_cli_check_exit_codes_and_json(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 MARKER = "course-grader-test-leftover"
 WRONG = "    return a.sqrt() * noise + (1 - a).sqrt() * x0\n"  # a declared mistake: x0 and ε swapped
+DETACH = """
+import os, subprocess, sys
+try:
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)  # {marker}"], start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(2); "
+                     "open({grades!r}, 'w').write('x'); time.sleep(600)  # {marker}"])
+        os._exit(0)
+except PermissionError:
+    pass  # the sandbox does not let the code under test start processes (unless --allow-processes)
+"""
 
 
 def _q(body: str) -> str:
@@ -289,19 +306,7 @@ def _class(tmp: Path) -> tuple[dict, dict]:
                 except OSError:
                     pass
         """))
-    add("detached_children", _prefix(f"""
-        import os, subprocess, sys, time
-        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)  # {MARKER}"],
-                         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-        if os.fork() == 0:
-            os.setsid()
-            if os.fork() == 0:
-                os.execv(sys.executable, [sys.executable, "-c",
-                         "import time; time.sleep(2); open({str(grades)!r}, 'w').write('x'); "
-                         "time.sleep(600)  # {MARKER}"])
-            os._exit(0)
-        """))
+    add("detached_children", _prefix(DETACH.format(marker=MARKER, grades=str(grades))))
     add("kills_the_grader", _prefix("""
         import os, signal
         for pid in (os.getppid(), 1):
@@ -469,18 +474,16 @@ def test_cli_grade_exit_status_says_whether_grading_worked(tmp_path):
 
 
 def test_ctrl_c_keeps_what_was_graded_and_leaves_nothing_behind(tmp_path):
-    hang = _prefix(f"""
-        import subprocess, sys
-        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)  # {MARKER}"], start_new_session=True)
-        """, "import signal\nsignal.setitimer(signal.ITIMER_REAL, 0)\nwhile True:\n    pass")
-    folders = _write(tmp_path, {"a": {"diffusion.py": SOURCE}, "b": {"diffusion.py": hang},
+    detach = DETACH.format(marker=MARKER, grades=str(tmp_path / "grades.csv"))
+    hang = _prefix(detach, "import signal\nsignal.setitimer(signal.ITIMER_REAL, 0)\nwhile True:\n    pass")
+    folders = _write(tmp_path, {"a": {"diffusion.py": _prefix(detach)}, "b": {"diffusion.py": hang},
                                 "c": {"diffusion.py": hang}})
     out, work = tmp_path / "grades.csv", tmp_path / "work"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "COURSE_SOLUTIONS"}
-    proc = subprocess.Popen([sys.executable, "-m", "course", "grade", *folders, "--out", str(out), "--only",
-                             "diffusion", "--timeout", "30", "--workdir", str(work)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "course", "grade", *folders, "--out", str(out), "--only", "diffusion",
+               "--timeout", "30", "--workdir", str(work), "--allow-processes"]  # so that the reaper has work
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if out.exists() and len(out.read_text().splitlines()) >= 1 + len(DIFFUSION):
@@ -488,7 +491,7 @@ def test_ctrl_c_keeps_what_was_graded_and_leaves_nothing_behind(tmp_path):
         time.sleep(0.2)
     time.sleep(2)  # b is now inside its hanging q_sample, its detached child started
     proc.send_signal(2)
-    stdout, stderr = proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     rows = list(csv.DictReader(out.open()))
     assert [Path(r["submission"]).name for r in rows] == ["a"] * len(DIFFUSION)
