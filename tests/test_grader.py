@@ -520,3 +520,21 @@ def test_verify_re_decides_a_pass_from_the_recorded_values():
     assert "no tensor" in verify(records, [want, None])
     assert "could not be confirmed" in verify(records, [want])
     assert "could not be confirmed" in verify(records, "forged")
+
+
+def test_correct_code_that_draws_random_numbers_is_not_refused(tmp_path):
+    """The grader's re-decision compares with the reference's run: inputs a check draws without reseeding after the
+    learner's call must not differ between the two (the sandbox reseeds after each comparison)."""
+    lines = []
+    for line in (SOLUTIONS_DIR / "layers.py").read_text().splitlines():
+        lines.append(line)
+        if line.strip() == "# BEGIN SOLUTION":
+            lines.append(line.replace("# BEGIN SOLUTION", "torch.rand(3)"))
+    source = "\n".join(lines) + "\n"
+    folder = tmp_path / "sub"
+    folder.mkdir()
+    (folder / "layers.py").write_text(source)
+    proc = cli("check", "layers.attention", "layers.patchify", "--impl", str(folder), "--json", "--workdir",
+               str(tmp_path))
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 0 and all(r["passed"] for r in rows), proc.stdout + proc.stderr
