@@ -36,6 +36,7 @@ import select
 import shutil
 import signal
 import stat
+import subprocess
 import sys
 import tempfile
 import threading
@@ -211,6 +212,15 @@ def set_subreaper() -> bool:
 
 def _children(pid: int) -> list[int]:
     """The processes whose parent is `pid` (from /proc; nothing where there is no /proc)."""
+    if pid == os.getpid():  # one read per thread where the kernel lists children (CONFIG_PROC_CHILDREN)
+        try:
+            kids = []
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    kids += [int(k) for k in f.read().split()]
+            return kids
+        except (OSError, ValueError):
+            pass
     out = []
     try:
         entries = os.listdir("/proc")
@@ -516,7 +526,7 @@ class Zygote:
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         self.log_path = root / f"zygote-{uuid.uuid4().hex[:8]}.log"
         with open(self.log_path, "wb") as log:
-            self.proc = __import__("subprocess").Popen(
+            self.proc = subprocess.Popen(
                 [sys.executable, "-I", "-B", "-c", BOOT, str(snapshot), extra], stdin=-1, stdout=-1, stderr=log,
                 cwd=root, env=env, start_new_session=True, bufsize=0)
         self.buffer = b""
