@@ -758,6 +758,9 @@ class Grader:
         if extra:
             extra_dir = str(self.snapshot / "extra")
             shutil.copytree(extra, extra_dir, ignore=ignore)
+        import compileall
+
+        compileall.compile_dir(self.snapshot, quiet=1)  # the children load modules from it again and again
         self._freeze(self.snapshot)
         self.problems: list[str] = []
         self._lock = threading.Lock()
