@@ -751,7 +751,10 @@ class Grader:
         self.modules = modules()
         self.root = Path(tempfile.mkdtemp(prefix="course-grade-", dir=workdir)).resolve()
         self.snapshot = self.root / "ro"
-        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.ipynb")
+        def ignore(folder, names):  # Python sources only (no caches, no data a future course/ may hold)
+            return [n for n in names if n == "__pycache__" or (not n.endswith(".py") and not os.path.isdir(
+                os.path.join(folder, n)))]
+
         shutil.copytree(COURSE_DIR, self.snapshot / "course", ignore=ignore)
         shutil.copytree(SOLUTIONS_DIR, self.snapshot / "solutions", ignore=ignore)
         extra_dir = ""

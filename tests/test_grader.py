@@ -418,7 +418,7 @@ def test_a_hostile_class_is_graded_correctly(tmp_path):
     print(f"graded {len(subs)} submissions x 7 exercises in {took:.0f} s (2 jobs); landlock ABI {landlock_abi()}")
 
 
-def test_cli_grade_extra_checks_points_and_interrupt_safety(tmp_path):
+def test_cli_grade_extra_checks_and_points(tmp_path):
     good, bad = tmp_path / "good", tmp_path / "bad"
     good.mkdir()
     bad.mkdir()
