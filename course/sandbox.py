@@ -772,18 +772,22 @@ class Grader:
         self._extra_dir = extra_dir
         self.closed = False
         self.jobs = max(1, jobs)
-        starters = [threading.Thread(target=self._start_one) for _ in range(max(1, jobs))]
-        for t in starters:
-            t.start()
-        for t in starters:
-            t.join()
-        if not self._idle:
-            raise GraderProblem("; ".join(self.problems) or "no worker started")
-        self.landlock = self._idle[0].landlock
-        self.names = list(dict.fromkeys(list(names) + self._idle[0].extras))
         self.records: dict[str, list] = {}
         self.broken: dict[str, str] = {}
-        self._trusted_runs()
+        try:
+            starters = [threading.Thread(target=self._start_one) for _ in range(self.jobs)]
+            for t in starters:
+                t.start()
+            for t in starters:
+                t.join()
+            if not self._idle:
+                raise GraderProblem("; ".join(self.problems) or "no worker started")
+            self.landlock = self._idle[0].landlock
+            self.names = list(dict.fromkeys(list(names) + self._idle[0].extras))
+            self._trusted_runs()
+        except BaseException:
+            self.close(force=True)
+            raise
 
     @staticmethod
     def _freeze(top: Path) -> None:
