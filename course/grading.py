@@ -188,11 +188,12 @@ def _exited(e: SystemExit) -> str:
 
 
 def run_exercise(name: str, directory: Path | str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 impl=None) -> Result:
+                 impl=None, on_loaded=None) -> Result:
     """Grade one exercise of the implementation in `directory` (default: `course/`); never raises (except for a
     KeyboardInterrupt, which in a notebook is the learner pressing stop).
 
-    `impl` may be given directly (a module already loaded and possibly patched; the tests use this).
+    `impl` may be given directly (a module already loaded and possibly patched; the tests use this). `on_loaded()` is
+    called once the learner's module is imported (the sandbox uses it to tell a hang at import from one in a check).
     A name `module/label` is an instructor's extra check (see `course/sandbox.py`): it gets the learner's whole
     module, not one isolated block.
     """
@@ -221,6 +222,8 @@ def run_exercise(name: str, directory: Path | str | None = None, timeout: float 
                              "Fix it first; every exercise of this module fails until then.")
     except Exception as e:  # noqa: BLE001 - whatever the file raises on import is the learner's to see
         return result(False, f"{module}.py could not be imported: {type(e).__name__}: {e}{_where(e, directory)}.")
+    if on_loaded is not None:
+        on_loaded()
     if not extra:
         try:
             fn = resolve(impl, qualname)

@@ -401,7 +401,8 @@ def _child(req: dict, snapshot: str) -> None:
     _REC.mode, _REC.items, _REC.depth = req["mode"], [], 0
     directory = SOLUTIONS_DIR if req["mode"] == "trusted" else work
     try:
-        r = grading.run_exercise(req["exercise"], directory, timeout=float(req["timeout"]))
+        r = grading.run_exercise(req["exercise"], directory, timeout=float(req["timeout"]),
+                                 on_loaded=lambda: (box / "loaded").touch())
         payload = {"passed": bool(r.passed), "message": str(r.message)[:MESSAGE_CAP], "seconds": float(r.seconds)}
     except KeyboardInterrupt:
         payload = {"passed": False, "message": "your code raised KeyboardInterrupt, which ends the check.",
@@ -897,6 +898,7 @@ class Grader:
         rows = []
         z: Zygote | None = self._take()
         start = time.monotonic()
+        hung: dict[str, str] = {}  # module -> the message of its import that was stopped
         try:
             for name in self.names:
                 if self.closed:
@@ -907,6 +909,8 @@ class Grader:
                                                   "output).")
                 elif module in layout.problems:
                     row = Row(label, name, False, layout.problems[module])
+                elif module in hung:
+                    row = Row(label, name, False, hung[module])
                 elif self.submission_timeout and time.monotonic() - start > self.submission_timeout:
                     row = Row(label, name, False, f"not graded: the submission used up its "
                                                   f"{self.submission_timeout:g} s in all.")
@@ -920,6 +924,8 @@ class Grader:
                             rows.append(Row(label, name, False, clean_text(f"not graded: the grader failed ({e}).")))
                             continue
                     z, row = self._grade_one(z, layout.folder / f"{module}.py", module, name, label)
+                    if row.message.startswith(f"importing {module}.py"):
+                        hung[module] = row.message + " (not run again for this module's other exercises)"
                 rows.append(row)
                 if on_row:
                     on_row(row)
@@ -943,6 +949,10 @@ class Grader:
                 with self._lock:
                     self.problems.append(f"{label} {name}: {e}")
                 return None, Row(label, name, False, clean_text(f"not graded: the grader failed ({e}).", 500))
+            if status.get("killed") and not (box / "loaded").exists():
+                return z, Row(label, name, False, f"importing {module}.py took longer than {self.timeout:g} s and "
+                                                  "was stopped. Hint: an exercise module should only define things; "
+                                                  "move work done at import into functions.", float(status["wall"]))
             payload = _load(box / "result.pt")
             output = clean_text((_read_capped(box / "output.txt", OUTPUT_TAIL, tail=True) or b"")
                                 .decode("utf-8", "replace"), OUTPUT_TAIL)

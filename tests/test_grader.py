@@ -245,6 +245,8 @@ def _class(tmp: Path) -> tuple[dict, dict]:
             except BaseException:
                 pass
         """), {"diffusion.q_sample": (False, "stopped from outside")})
+    add("hangs_at_import", _prefix("while True:\n    pass"),
+        {e: (False, "importing diffusion.py took longer than 3 s") for e in everything})
     add("input_at_import", _prefix("input()"), {e: (False, "EOFError") for e in everything})
     add("exit_at_import", _prefix("import sys; sys.exit(0)"), {e: (False, "sys.exit") for e in everything})
     add("os_exit_in_q_sample", _q("import os; os._exit(0)"), {"diffusion.q_sample": (False, "exit status 0")})
