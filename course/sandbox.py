@@ -15,9 +15,10 @@ How it works:
 * **Child.** Starts a new session; stdin is /dev/null, stdout and stderr go to a capped file that nobody parses;
   its working folder is a fresh box holding a copy of the one exercise module it needs; limits on address space
   (`RLIMIT_AS`), file size, CPU time and core dumps; an empty environment. On Linux ≥ 5.13 it then locks itself
-  with Landlock: it may read the Python installation and the snapshot, write only its box, open no TCP
-  connection, and (Linux ≥ 6.12) signal or ptrace nothing outside itself. Only then is the learner's module
-  imported and the check run.
+  with Landlock: it may read the system's libraries, the Python installation and the snapshot, write only its box,
+  open no TCP connection, ptrace nothing outside itself and (Linux ≥ 6.12) signal nothing outside itself. On
+  x86-64 a seccomp filter then denies changing file modes, owners and times, mounts, namespaces, sockets and (unless
+  allowed) starting processes. Only then is the learner's module imported and the check run.
 * **Decision.** Each requested check is first run once on the reference, in a child with no learner code: every
   value the check compares (`expect_close`) and every tensor it inspects (`expect_tensor`) is recorded with what the
   reference gives. The learner's child records the learner's values at the same points and writes them, with its
