@@ -5,7 +5,6 @@ import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +17,16 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _impl_folder(impl: str | None) -> Path:
+    """`--impl DIR`: the folder itself, its course/, or one level down (where the exercise modules are)."""
+    if not impl:
+        return COURSE_DIR
+    from course.sandbox import locate
+
+    layout = locate(Path(impl), modules())
+    return layout.folder or Path(impl)
+
+
 def cmd_check(args) -> int:
     from course.grading import resolve_targets, run_exercise
 
@@ -26,10 +35,12 @@ def cmd_check(args) -> int:
     except KeyError as e:
         print(e.args[0], file=sys.stderr)
         return 2
-    impl = Path(args.impl) if args.impl else COURSE_DIR
-    if not impl.is_dir():
-        print(f"--impl {impl}: no such folder", file=sys.stderr)
+    if args.impl and not Path(args.impl).is_dir():
+        print(f"--impl {args.impl}: no such folder", file=sys.stderr)
         return 2
+    if args.impl and args.json and not args.in_process:
+        return _check_sandboxed(args, names)
+    impl = _impl_folder(args.impl)
     ok = True
     for name in names:
         result = run_exercise(name, impl, timeout=args.timeout)
@@ -40,10 +51,35 @@ def cmd_check(args) -> int:
     return 0 if ok else 1
 
 
+def _check_sandboxed(args, names) -> int:
+    """`check --impl DIR --json`: the submission's code runs in sandboxed children (see course/sandbox.py)."""
+    from course.sandbox import Grader, GraderProblem, kill_children, set_subreaper
+
+    set_subreaper()
+    grader = None
+    try:
+        grader = Grader(names, timeout=args.timeout, memory_mb=args.memory_mb, workdir=args.workdir,
+                        allow_processes=args.allow_processes)
+        rows = grader.grade(args.impl, on_row=lambda r: print(json.dumps(r.as_dict()), flush=True))
+        problems = list(grader.problems)
+    except GraderProblem as e:
+        print(f"grading failed: {e}", file=sys.stderr)
+        return 3
+    finally:
+        if grader is not None:
+            grader.close()
+        kill_children()
+    for problem in problems:
+        print(f"grader problem: {problem}", file=sys.stderr)
+    if problems:
+        return 3
+    return 0 if rows and all(r.passed for r in rows) else 1
+
+
 def cmd_progress(args) -> int:
     from course.grading import run_exercise
 
-    impl = Path(args.impl) if args.impl else COURSE_DIR
+    impl = _impl_folder(args.impl)
     for module in modules():
         results = [run_exercise(name, impl, timeout=args.timeout) for name in exercises(module)]
         done = sum(r.passed for r in results)
@@ -55,36 +91,140 @@ def cmd_progress(args) -> int:
     return 0
 
 
+def _points(path: str | None, names: list[str]) -> dict[str, float]:
+    """Points per exercise: 1 each, or from a JSON file {"dit": 2, "dit.DiT.forward": 5} (exercise beats module)."""
+    given = json.loads(Path(path).read_text()) if path else {}
+    out = {}
+    for name in names:
+        module = name.split("/", 1)[0].split(".", 1)[0]
+        out[name] = float(given.get(name, given.get(module, 1)))
+    return out
+
+
+def class_summary(rows_by_submission: dict, names: list[str]) -> dict:
+    """Per exercise: how many were graded, how many passed, and the commonest failure message."""
+    from collections import Counter
+
+    summary = {}
+    for name in names:
+        rows = [r for rows in rows_by_submission.values() for r in rows if r.exercise == name]
+        failures = Counter(r.message[:160] for r in rows if not r.passed)
+        common = failures.most_common(1)
+        summary[name] = {"graded": len(rows), "passed": sum(r.passed for r in rows),
+                         "pass_rate": round(sum(r.passed for r in rows) / len(rows), 4) if rows else None,
+                         "common_failure": common[0][0] if common else "",
+                         "common_failure_count": common[0][1] if common else 0}
+    return summary
+
+
 def cmd_grade(args) -> int:
-    """Grade each submission folder in its own process, with a time limit, into one CSV."""
-    rows, names = [], exercises()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(COURSE_DIR.parent), os.environ.get("PYTHONPATH", "")])}
-    env.pop("COURSE_SOLUTIONS", None)
-    for folder in args.submissions:
-        found = {}
+    """Grade submission folders into a CSV (one row per submission and exercise, written as each submission
+    finishes) and a JSON report. Each exercise of each submission runs in a sandboxed child (course/sandbox.py).
+    Exit status: 0 when grading itself worked (whatever the grades), 3 when it did not, 130 on Ctrl-C."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from course.grading import resolve_targets
+    from course.sandbox import Grader, GraderProblem, Row, clean_text, kill_children, set_subreaper
+
+    try:
+        names = resolve_targets(args.only or ["all"])
+    except KeyError as e:
+        print(e.args[0], file=sys.stderr)
+        return 2
+    labels = list(dict.fromkeys(args.submissions))
+    out = Path(args.out)
+    report_path = Path(args.report) if args.report else out.with_suffix(".json")
+    set_subreaper()
+    done: dict[str, list] = {}
+    problems: list[str] = []
+    interrupted = False
+    grader = None
+    lock = threading.Lock()
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["submission", "exercise", "passed", "points", "seconds", "message"])
+        f.flush()
         try:
-            proc = subprocess.run([sys.executable, "-m", "course", "check", "all", "--impl", folder, "--json",
-                                   "--timeout", str(args.timeout)], capture_output=True, text=True,
-                                  timeout=args.submission_timeout, env=env)
-            for line in proc.stdout.splitlines():
-                if line.startswith("{"):
-                    item = json.loads(line)
-                    found[item["exercise"]] = item
-            problem = proc.stderr.strip().splitlines()[-1] if proc.returncode not in (0, 1) and proc.stderr else ""
-        except subprocess.TimeoutExpired:
-            problem = f"the submission took longer than {args.submission_timeout} s in all"
-        for name in names:
-            item = found.get(name) or {"exercise": name, "passed": False, "seconds": 0.0,
-                                       "message": f"not graded: {problem or 'the grader stopped before it'}"}
-            rows.append({"submission": folder, **item})
-        score = sum(found.get(n, {}).get("passed", False) for n in names)
-        print(f"{folder}: {score}/{len(names)}")
-    with open(args.out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["submission", "exercise", "passed", "seconds", "message"])
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {args.out} ({len(rows)} rows)")
-    return 0
+            grader = Grader(names, timeout=args.timeout, memory_mb=args.memory_mb, jobs=args.jobs, extra=args.extra,
+                            workdir=args.workdir, submission_timeout=args.submission_timeout,
+                            allow_processes=args.allow_processes)
+            points = _points(args.points, grader.names)
+            guard = (f"Landlock ABI {grader.landlock}" if grader.landlock else
+                     "no Landlock on this system: files and processes are not fenced (see the README)")
+            print(f"grading {len(labels)} submission(s) x {len(grader.names)} check(s), {args.jobs} at a time; "
+                  f"{guard}", flush=True)
+
+            def finish(label: str, rows: list) -> None:
+                with lock:
+                    for r in rows:
+                        writer.writerow([clean_text(label, 300), r.exercise, r.passed, points[r.exercise] if r.passed
+                                         else 0.0, f"{r.seconds:.3f}", clean_text(r.message, 500)])
+                    f.flush()
+                    os.fsync(f.fileno())
+                    done[label] = rows
+                score = sum(points[r.exercise] for r in rows if r.passed)
+                print(f"{clean_text(label, 120)}: {score:g}/{sum(points.values()):g}", flush=True)
+
+            with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+                futures = {pool.submit(grader.grade, label): label for label in labels}
+                try:
+                    for future in as_completed(futures):
+                        label = futures[future]
+                        try:
+                            rows = future.result()
+                        except GraderProblem as e:
+                            problems.append(f"{label}: {e}")
+                            rows = [Row(label, n, False, clean_text(f"not graded: {e}", 300)) for n in grader.names]
+                        finish(label, rows)
+                except KeyboardInterrupt:
+                    interrupted = True
+                    grader.closed = True
+                    for future in futures:
+                        future.cancel()
+                    grader.close(force=True)
+                    raise
+        except KeyboardInterrupt:
+            interrupted = True
+            print("interrupted: the rows of the submissions graded so far are in the CSV", file=sys.stderr)
+        except GraderProblem as e:
+            problems.append(str(e))
+        finally:
+            if grader is not None:
+                problems += grader.problems
+                grader.close(force=interrupted)
+            kill_children()
+    names_graded = grader.names if grader is not None else names
+    if grader is not None:
+        points = _points(args.points, names_graded)
+        summary = class_summary(done, names_graded)
+        report = {
+            "exercises": names_graded,
+            "points": points,
+            "submissions": [{"submission": clean_text(label, 300),
+                             "score": sum(points[r.exercise] for r in done[label] if r.passed),
+                             "total": sum(points.values()),
+                             "results": [{"exercise": r.exercise, "passed": r.passed,
+                                          "points": points[r.exercise] if r.passed else 0.0,
+                                          "seconds": round(r.seconds, 3), "message": r.message, "verified": r.verified,
+                                          "output": clean_text(r.output, 500)} for r in done[label]]}
+                            for label in labels if label in done],
+            "summary": summary,
+            "grading": {"timeout": args.timeout, "memory_mb": args.memory_mb, "landlock": grader.landlock,
+                        "unverified_checks": grader.unverified(), "problems": [clean_text(p, 500) for p in problems],
+                        "interrupted": interrupted, "complete": len(done) == len(labels)},
+        }
+        report_path.write_text(json.dumps(report, indent=1, ensure_ascii=False))
+        print("\nclass summary (pass rate, commonest failure):")
+        for name, s in summary.items():
+            rate = "-" if s["pass_rate"] is None else f"{s['pass_rate']:.0%}"
+            print(f"  {name:<34} {rate:>5}  {clean_text(s['common_failure'], 90)}")
+        print(f"wrote {out} ({sum(len(r) for r in done.values())} rows) and {report_path}")
+    for problem in problems:
+        print(f"grader problem: {clean_text(problem, 500)}", file=sys.stderr)
+    if interrupted:
+        return 130
+    return 3 if problems or len(done) != len(labels) else 0
 
 
 def cmd_generate(args) -> int:
@@ -117,16 +257,29 @@ def main(argv=None) -> int:
     p.add_argument("--impl", help="grade the exercise modules in this folder instead of course/")
     p.add_argument("--json", action="store_true", help="print one JSON object per exercise")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per check (default 60)")
+    p.add_argument("--memory-mb", type=int, default=4096, help="memory per sandboxed check (--impl with --json)")
+    p.add_argument("--workdir", help="where the sandbox's temporary folders go (default: the system's)")
+    p.add_argument("--in-process", action="store_true", help="with --impl and --json: no sandbox (trusted code)")
+    p.add_argument("--allow-processes", action="store_true", help="let the code under test start processes")
     p.set_defaults(fn=cmd_check)
     p = sub.add_parser("progress", help="what is done, chapter by chapter")
     p.add_argument("--impl")
     p.add_argument("--timeout", type=float, default=60.0)
     p.set_defaults(fn=cmd_progress)
-    p = sub.add_parser("grade", help="grade submission folders, each in its own process, into a CSV")
+    p = sub.add_parser("grade", help="grade submission folders, each exercise in a sandboxed process, into a CSV")
     p.add_argument("submissions", nargs="+")
     p.add_argument("--out", default="grades.csv")
+    p.add_argument("--report", help="the JSON report (default: the CSV's name with .json)")
+    p.add_argument("--only", nargs="+", metavar="TARGET", help="grade only these (all, a module or an exercise)")
+    p.add_argument("--jobs", type=int, default=1, help="submissions graded at the same time (default 1)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per check")
     p.add_argument("--submission-timeout", type=float, default=1800.0, help="seconds allowed per submission")
+    p.add_argument("--memory-mb", type=int, default=4096, help="memory allowed per check (default 4096)")
+    p.add_argument("--extra", help="a folder of instructor-only checks (*.py registering `module/label` checks)")
+    p.add_argument("--points", help="a JSON file of points per module or exercise (default 1 each)")
+    p.add_argument("--workdir", help="where the sandbox's temporary folders go (default: the system's)")
+    p.add_argument("--allow-processes", action="store_true",
+                   help="let the code under test start processes (they are still killed when its check ends)")
     p.set_defaults(fn=cmd_grade)
     p = sub.add_parser("generate", help="regenerate course/'s exercise modules from solutions/")
     p.add_argument("modules", nargs="*", help="only these modules (default: all)")

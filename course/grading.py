@@ -6,8 +6,11 @@ test, loaded afresh with every *other* exercise of its module replaced by the re
 alone); `ref` is the reference module. A check raises `CheckFailed` with a message for the learner, or returns a
 short note on what passed.
 
-Whatever the learner's code does (raise, return NaN, a wrong shape, a wrong dtype, loop forever, fail to import), the
-result is a failed check with a message that names the exercise, what was expected, what came back and a hint.
+Whatever the learner's code does (raise, return NaN, a wrong shape, a wrong dtype, loop forever, exit, fail to
+import), the result is a failed check with a message that names the exercise, what was expected, what came back and
+a hint. Here everything runs in the calling process (the notebook's `check`, fast); `python -m course grade` and
+`check --impl DIR --json` run each exercise of a submission in a sandboxed child and decide passes in the grader
+(`course/sandbox.py`).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import difflib
 import html
 import importlib
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -26,8 +30,8 @@ from pathlib import Path
 
 import torch
 
-from course.exercises import (COURSE_DIR, SOLUTIONS_DIR, _set, exercises, is_stub, load_module, modules,
-                              reference_module, resolve, stub_message)
+from course.exercises import (COURSE_DIR, SOLUTIONS_DIR, _set, exercises, load_module, modules, reference_module,
+                              resolve, stub_message)
 
 DEFAULT_TIMEOUT = float(os.environ.get("COURSE_CHECK_TIMEOUT", 60))
 _REGISTRY: dict[str, callable] = {}
@@ -149,38 +153,84 @@ def _where(exc: BaseException, directory: Path) -> str:
     return f" (at {Path(f.filename).name} line {f.lineno}: `{(f.line or '').strip()}`)"
 
 
-def run_exercise(name: str, directory: Path | str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 impl=None) -> Result:
-    """Grade one exercise of the implementation in `directory` (default: `course/`); never raises.
+def is_untouched_stub(fn, name: str) -> bool:
+    """True when `fn` is still the generated stub of exercise `name`: its only work is raising the generated
+    message. (A learner's function that merely holds a string starting like a stub message is not a stub.)"""
+    code = getattr(fn, "__code__", None)
+    return code is not None and stub_message(name) in code.co_consts and len(code.co_code) <= 48
 
-    `impl` may be given directly (a module already loaded and possibly patched; the tests use this).
+
+def isolate(mod, name: str) -> None:
+    """Replace every exercise of `mod` other than `name` by the reference's, so that `name` is graded alone.
+    An exercise the learner's file lacks (a renamed class, say) is left out here: its own check says so."""
+    module = name.split(".", 1)[0]
+    reference = reference_module(module)
+    for other in exercises(module):
+        if other != name:
+            qualname = other.split(".", 1)[1]
+            try:
+                _set(mod, qualname, resolve(reference, qualname))
+            except AttributeError:
+                continue
+
+
+_INTERNAL = re.compile(r"_course_impl_\d+\.")
+
+
+def _clean(message: str) -> str:
+    """The learner reads `dit.py`, never the private package name a submission is loaded under."""
+    return _INTERNAL.sub("", message)
+
+
+def _exited(e: SystemExit) -> str:
+    return (f"your code called sys.exit({'' if e.code is None else repr(e.code)}) (or raised SystemExit), which "
+            "ends the check. Hint: return a value instead; never exit from an exercise module.")
+
+
+def run_exercise(name: str, directory: Path | str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 impl=None, on_loaded=None) -> Result:
+    """Grade one exercise of the implementation in `directory` (default: `course/`); never raises (except for a
+    KeyboardInterrupt, which in a notebook is the learner pressing stop).
+
+    `impl` may be given directly (a module already loaded and possibly patched; the tests use this). `on_loaded()` is
+    called once the learner's module is imported (the sandbox uses it to tell a hang at import from one in a check).
+    A name `module/label` is an instructor's extra check (see `course/sandbox.py`): it gets the learner's whole
+    module, not one isolated block.
     """
     directory = Path(directory or COURSE_DIR)
-    module, qualname = name.split(".", 1)
+    extra = "/" in name
+    module, qualname = name.split("/" if extra else ".", 1)
     start = time.perf_counter()
 
     def result(passed: bool, message: str) -> Result:
-        return Result(name, passed, message, time.perf_counter() - start)
+        return Result(name, passed, _clean(message), time.perf_counter() - start)
 
     checks = registry()
     if name not in checks:
         return result(False, f"unknown exercise `{name}`.")
     try:
         if impl is None:
-            impl = load_module(module, directory, isolate=name)
+            impl = load_module(module, directory)
+            if not extra:
+                isolate(impl, name)
     except CheckTimeout:
         return result(False, f"importing {module}.py took longer than {timeout:g} s.")
+    except SystemExit as e:
+        return result(False, f"{module}.py could not be imported: {_exited(e)}")
     except SyntaxError as e:
         return result(False, f"{module}.py could not be imported: SyntaxError at line {e.lineno}: {e.msg}. "
                              "Fix it first; every exercise of this module fails until then.")
     except Exception as e:  # noqa: BLE001 - whatever the file raises on import is the learner's to see
         return result(False, f"{module}.py could not be imported: {type(e).__name__}: {e}{_where(e, directory)}.")
-    try:
-        fn = resolve(impl, qualname)
-    except AttributeError:
-        return result(False, f"`{qualname}` is missing from {module}.py. Hint: keep the given names.")
-    if is_stub(fn):
-        return result(False, stub_message(name))
+    if on_loaded is not None:
+        on_loaded()
+    if not extra:
+        try:
+            fn = resolve(impl, qualname)
+        except AttributeError:
+            return result(False, f"`{qualname}` is missing from {module}.py. Hint: keep the given names.")
+        if is_untouched_stub(fn, name):
+            return result(False, stub_message(name))
     try:
         with time_limit(timeout), one_thread():
             note = checks[name](impl, reference_module(module))
@@ -191,6 +241,8 @@ def run_exercise(name: str, directory: Path | str | None = None, timeout: float 
         return result(False, str(e))
     except NotImplementedError as e:
         return result(False, str(e) or f"NotImplementedError{_where(e, directory)}")
+    except SystemExit as e:
+        return result(False, _exited(e))
     except Exception as e:  # noqa: BLE001 - the learner's exception becomes a failed check
         return result(False, f"your code raised {type(e).__name__}: {e}{_where(e, directory)}.")
     return result(True, note or "matches the reference.")

@@ -1,18 +1,31 @@
-"""The grader survives whatever a submission does, and its command line keeps the SYLLABUS contract."""
+"""The grader survives whatever a submission does, and its command line keeps the SYLLABUS contract.
+
+The in-notebook `check(...)` runs in-process (fast); `python -m course grade` and `check --impl DIR --json` run each
+exercise in a sandboxed child (course/sandbox.py). `test_a_hostile_class_is_graded_correctly` grades a generated
+class of submissions (correct, partly correct, raising, hanging, exiting, forging, patching, writing where they should
+not, leaving processes behind, odd messages) and checks every row.
+"""
 import csv
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from course.exercises import ROOT, SOLUTIONS_DIR
+from course.exercises import ROOT, SOLUTIONS_DIR, student_source
 from course.grading import check, run_exercise
+from course.sandbox import clean_text, landlock_abi, locate
 
 SOURCE = (SOLUTIONS_DIR / "diffusion.py").read_text()
 Q_SAMPLE_BODY = "    return a.sqrt() * x0 + (1 - a).sqrt() * noise\n"
+FUTURE = "from __future__ import annotations\n"
+DIFFUSION = ["diffusion.linear_betas", "diffusion.cosine_betas", "diffusion.q_sample", "diffusion.ddpm_loss",
+             "diffusion.ddpm_step", "diffusion.ddim_step", "diffusion.cfg_eps"]
 
 
 def submission(tmp_path: Path, new_body: str | None = None, text: str | None = None) -> Path:
@@ -23,13 +36,16 @@ def submission(tmp_path: Path, new_body: str | None = None, text: str | None = N
     return folder
 
 
-def cli(*args, env=None, timeout=300):
+def cli(*args, env=None, timeout=300, cwd=ROOT):
     env = {**os.environ, **(env or {})}
     env.pop("COURSE_SOLUTIONS", None)
-    return subprocess.run([sys.executable, "-m", "course", *args], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "course", *args], capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=timeout)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# In-process checks (the notebook's `check`)
+# ---------------------------------------------------------------------------------------------------------------
 def test_a_submission_that_raises_fails_with_its_exception(tmp_path):
     r = run_exercise("diffusion.q_sample", submission(tmp_path, "    raise ValueError('oops')\n"))
     assert not r.passed and "ValueError: oops" in r.message and "diffusion.py line" in r.message
@@ -70,7 +86,23 @@ def test_a_missing_module_and_a_missing_name(tmp_path):
     r = run_exercise("diffusion.q_sample", tmp_path)
     assert not r.passed and "no diffusion.py" in r.message
     r = run_exercise("diffusion.q_sample", submission(tmp_path, text=SOURCE.replace("def q_sample(", "def qsample(")))
-    assert not r.passed and "missing" in r.message
+    assert not r.passed and "missing" in r.message and "_course_impl" not in r.message
+
+
+def test_a_renamed_function_fails_only_its_own_exercise(tmp_path):
+    folder = submission(tmp_path, text=SOURCE.replace("def q_sample(", "def qsample("))
+    assert run_exercise("diffusion.cosine_betas", folder).passed
+
+
+def test_a_string_that_looks_like_a_stub_message_is_not_a_stub(tmp_path):
+    body = "    note = 'Exercise `diffusion.q_sample` is done'\n" + Q_SAMPLE_BODY
+    assert run_exercise("diffusion.q_sample", submission(tmp_path, body)).passed
+
+
+def test_sys_exit_at_import_is_a_failure_not_an_exit(tmp_path):
+    folder = submission(tmp_path, text=SOURCE.replace(FUTURE, FUTURE + "import sys\nsys.exit(0)\n"))
+    r = run_exercise("diffusion.q_sample", folder)
+    assert not r.passed and "sys.exit" in r.message
 
 
 def test_the_other_exercises_do_not_matter(tmp_path):
@@ -79,35 +111,25 @@ def test_the_other_exercises_do_not_matter(tmp_path):
     assert run_exercise("diffusion.ddpm_loss", folder).passed
 
 
-def test_cli_check_exit_codes_and_json(tmp_path):
-    ok = cli("check", "diffusion", "--impl", "solutions", "--json")
-    assert ok.returncode == 0, ok.stderr
-    rows = [json.loads(line) for line in ok.stdout.splitlines()]
-    assert [r["exercise"] for r in rows][:2] == ["diffusion.linear_betas", "diffusion.cosine_betas"]
-    assert all(set(r) == {"exercise", "passed", "message", "seconds"} and r["passed"] for r in rows)
-    stub = cli("check", "diffusion.q_sample", "--impl", "course")
-    assert stub.returncode == 1 and "not done yet" in stub.stdout
-    assert cli("check", "diffusion.q_sampel").returncode == 2
-    listed = cli("list")
-    assert listed.returncode == 0 and "diffusion.cfg_eps" in listed.stdout
+def test_submissions_are_found_one_level_down(tmp_path):
+    deep = tmp_path / "alice" / "my-repo" / "course"
+    deep.mkdir(parents=True)
+    (deep / "diffusion.py").write_text(SOURCE)
+    (tmp_path / "alice" / "notes").mkdir()
+    layout = locate(tmp_path / "alice", ["diffusion", "layers"])
+    assert layout.folder == deep and layout.found == ["diffusion"] and "layers" in layout.problems
 
 
-def test_cli_grade_writes_one_row_per_submission_and_exercise(tmp_path):
-    good = tmp_path / "good"
-    good.mkdir()
-    (good / "diffusion.py").write_text(SOURCE)
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    (bad / "diffusion.py").write_text("def broken(:\n")
-    out = tmp_path / "grades.csv"
-    proc = cli("grade", str(good), str(bad), "--out", str(out), "--timeout", "20")
-    assert proc.returncode == 0, proc.stderr
-    rows = list(csv.DictReader(out.open()))
-    exercises = cli("list").stdout.split()[1::2]
-    assert len(rows) == 2 * len(exercises)
-    passed = {(Path(r["submission"]).name, r["exercise"]): r["passed"] == "True" for r in rows}
-    assert all(passed[("good", e)] for e in exercises if e.startswith("diffusion."))
-    assert not any(passed[("bad", e)] for e in exercises)
+def test_clean_text_makes_one_safe_line():
+    text = clean_text("=cmd\x00\x1b[31m\r\nnext\u202e" + "é" * 3000 + "\udcff", 100)
+    assert text.startswith("'=cmd") and len(text) <= 101
+    assert all(c.isprintable() for c in text)
+
+
+def test_strict_mode_raises_for_nbval(monkeypatch):
+    monkeypatch.setenv("COURSE_STRICT", "1")
+    with pytest.raises(AssertionError, match="not done yet"):
+        check("diffusion.q_sample", impl=ROOT / "course")
 
 
 def test_reference_mode_switches_imports():
@@ -130,7 +152,391 @@ def test_setup_borrows_the_reference_for_unfinished_earlier_chapters_and_says_so
     assert "[0.0001, 0.01005, 0.02]" in proc.stdout
 
 
-def test_strict_mode_raises_for_nbval(monkeypatch):
-    monkeypatch.setenv("COURSE_STRICT", "1")
-    with pytest.raises(AssertionError, match="not done yet"):
-        check("diffusion.q_sample", impl=ROOT / "course")
+# ---------------------------------------------------------------------------------------------------------------
+# The command line (sandboxed)
+# ---------------------------------------------------------------------------------------------------------------
+def test_cli_check_exit_codes_and_json(tmp_path):
+    ok = cli("check", "diffusion", "--impl", "solutions", "--json", "--workdir", str(tmp_path))
+    assert ok.returncode == 0, ok.stderr
+    rows = [json.loads(line) for line in ok.stdout.splitlines()]
+    assert [r["exercise"] for r in rows] == DIFFUSION
+    assert all(set(r) == {"exercise", "passed", "message", "seconds"} and r["passed"] for r in rows)
+    stub = cli("check", "diffusion.q_sample", "--impl", "course")
+    assert stub.returncode == 1 and "not done yet" in stub.stdout
+    assert cli("check", "diffusion.q_sampel").returncode == 2
+    listed = cli("list")
+    assert listed.returncode == 0 and "diffusion.cfg_eps" in listed.stdout
+    exits = submission(tmp_path, text=SOURCE.replace(FUTURE, FUTURE + "import sys\nsys.exit(0)\n"))
+    proc = cli("check", "diffusion.q_sample", "--impl", str(exits), "--json", "--workdir", str(tmp_path))
+    assert proc.returncode == 1 and "sys.exit" in proc.stdout
+    assert list(tmp_path.iterdir()) == [exits]  # the sandbox's folders are gone
+    forks = submission(tmp_path, "    import os\n    os.fork()\n" + Q_SAMPLE_BODY)
+    proc = cli("check", "diffusion.q_sample", "--impl", str(forks), "--json", "--workdir", str(tmp_path))
+    assert proc.returncode == 1 and "PermissionError" in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A generated class of submissions, hostile ones included
+# ---------------------------------------------------------------------------------------------------------------
+MARKER = "course-grader-test-leftover"
+WRONG = "    return a.sqrt() * noise + (1 - a).sqrt() * x0\n"  # a declared mistake: x0 and ε swapped
+DETACH = """
+import os, subprocess, sys
+try:
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)  # {marker}"], start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(2); "
+                     "open({grades!r}, 'w').write('x'); time.sleep(600)  # {marker}"])
+        os._exit(0)
+except PermissionError:
+    pass  # the sandbox does not let the code under test start processes (unless --allow-processes)
+"""
+
+
+def _q(body: str) -> str:
+    """The reference with q_sample's body replaced (indented by 4)."""
+    return SOURCE.replace(Q_SAMPLE_BODY, textwrap.indent(textwrap.dedent(body), "    "))
+
+
+def _prefix(code: str, body: str | None = None) -> str:
+    """The reference (or q_sample replaced) with `code` run at import, right after `from __future__ import ...`."""
+    text = _q(body) if body else SOURCE
+    head, future, tail = text.partition(FUTURE)
+    return head + future + textwrap.dedent(code) + "\n" + tail
+
+
+def _class(tmp: Path) -> tuple[dict, dict]:
+    """{name: files} and {name: {exercise: (passed, fragment)}} (exercises not named pass)."""
+    subs, expect = {}, {}
+    out = tmp / "outside"
+    sentinel = out / "sentinel.txt"
+    grades = tmp / "grades.csv"
+
+    def add(name, text=None, expected=None, files=None):
+        subs[name] = files if files is not None else {"diffusion.py": text}
+        expect[name] = expected or {}
+
+    everything = dict.fromkeys(DIFFUSION)
+    add("correct", SOURCE)
+    add("correct_in_course", files={"course/diffusion.py": SOURCE})
+    add("correct_one_level_down", files={"repo/course/diffusion.py": SOURCE, "repo/README.md": "hi"})
+    add("correct_written_differently", _q("""
+        ab = alphas_cumprod.to(x0.dtype)[t]
+        ab = ab.reshape(len(t), *([1] * (x0.dim() - 1)))
+        return torch.sqrt(ab) * x0 + torch.sqrt(1.0 - ab) * noise
+        """).replace("return eps_uncond + w * (eps_cond - eps_uncond)", "return (1 - w) * eps_uncond + w * eps_cond"))
+    add("stub", student_source("diffusion"), {e: (False, "not done yet") for e in everything})
+    add("wrong_q_sample", _q(WRONG), {"diffusion.q_sample": (False, "swapped")})
+    add("raises", _q("raise ValueError('oops')"), {"diffusion.q_sample": (False, "ValueError: oops")})
+    add("syntax_error", SOURCE.replace("def q_sample(", "def q_sample(:"),
+        {e: (False, "SyntaxError") for e in everything})
+    add("renamed", SOURCE.replace("def q_sample(", "def qsample("), {"diffusion.q_sample": (False, "missing")})
+    add("stub_like_string", _q("note = 'Exercise `diffusion.q_sample` done'\n" + Q_SAMPLE_BODY.strip()))
+    add("hang_swallowing_alarms", _q("""
+        import signal
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        while True:
+            try:
+                pass
+            except BaseException:
+                pass
+        """), {"diffusion.q_sample": (False, "stopped from outside")})
+    add("hangs_at_import", _prefix("while True:\n    pass"),
+        {e: (False, "importing diffusion.py took longer than 3 s") for e in everything})
+    add("input_at_import", _prefix("input()"), {e: (False, "EOFError") for e in everything})
+    add("exit_at_import", _prefix("import sys; sys.exit(0)"), {e: (False, "sys.exit") for e in everything})
+    add("os_exit_in_q_sample", _q("import os; os._exit(0)"), {"diffusion.q_sample": (False, "exit status 0")})
+    add("segfault", _q("import ctypes; ctypes.string_at(0)"), {"diffusion.q_sample": (False, "SIGSEGV")})
+    add("keyboard_interrupt", _q("raise KeyboardInterrupt"), {"diffusion.q_sample": (False, "KeyboardInterrupt")})
+    add("memory_hog", _q("return bytearray(8 << 30)"), {"diffusion.q_sample": (False, "MemoryError")})
+    add("non_daemon_thread", _prefix("""
+        import threading, time
+        threading.Thread(target=lambda: time.sleep(3600)).start()
+        """))
+    forge = json.dumps({"exercise": "diffusion.q_sample", "passed": True, "message": "ok", "seconds": 0})
+    add("forge_stdout", _prefix(f"""
+        import atexit, sys
+        sys.stdout.buffer.write(b"\\xff\\xfe{{not json\\n")
+        print('{forge}', end="")
+        atexit.register(lambda: print('{forge}'))
+        atexit.register(lambda: print('{{"submission": "correct", "exercise": "diffusion.cfg_eps", "passed": false}}'))
+        """, WRONG), {"diffusion.q_sample": (False, "swapped")})
+    add("forge_result_file", _prefix("""
+        import os, torch
+        torch.save({"passed": True, "message": "forged", "seconds": 0.0, "items": [], "mode": "learner"},
+                   "../result.pt")
+        os._exit(0)
+        """), {e: (False, "could not be confirmed") for e in everything})
+    add("patch_torch_and_checks", _prefix("""
+        import torch, builtins, sys
+        torch.allclose = lambda *a, **k: True
+        torch.equal = lambda *a, **k: True
+        builtins.all = builtins.any = lambda *a: True
+        import course.grading as g, course.checks.diffusion as c
+        for name in list(g._REGISTRY):
+            g._REGISTRY[name] = lambda impl, ref: "all good"
+        c.expect_close = lambda *a, **k: None
+        """, WRONG), {e: (False, "could not be confirmed") for e in everything})
+    add("tensor_subclass", _q("""
+        import torch
+        class Liar(torch.Tensor):
+            @classmethod
+            def __torch_function__(cls, func, types, args=(), kwargs=None):
+                if getattr(func, "__name__", "") in ("allclose", "equal", "all", "le", "__le__", "isfinite"):
+                    return torch.tensor(True)
+                return super().__torch_function__(func, types, args, kwargs or {})
+        return torch.zeros_like(x0).as_subclass(Liar)
+        """), {"diffusion.q_sample": (False, "torch.Tensor")})
+    targets = [ROOT / "solutions" / "diffusion.py", ROOT / "course.py", tmp / "course.py", sentinel,
+               tmp / "subs" / "correct" / "diffusion.py", grades]
+    add("writes_everywhere", _prefix(f"""
+        import os
+        for path in {[str(t) for t in targets]!r} + ["course.py", "../../x.py"]:
+            try:
+                with open(path, "a") as f:
+                    f.write("# hijacked\\n")
+            except OSError:
+                pass
+        for path in {[str(ROOT / "solutions"), str(tmp / "subs")]!r}:
+            for change in (lambda: os.chmod(path, 0o777), lambda: os.utime(path, (0, 0))):
+                try:
+                    change()
+                except OSError:
+                    pass
+        """))
+    add("detached_children", _prefix(DETACH.format(marker=MARKER, grades=str(grades))))
+    add("kills_the_grader", _prefix("""
+        import os, signal
+        for pid in (os.getppid(), 1):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        """))
+    add("mutates_input", _q("x0.zero_()\nreturn a.sqrt() * x0 + (1 - a).sqrt() * noise"),
+        {"diffusion.q_sample": (False, "in place")})
+    add("huge_message", _q("raise ValueError('x' * 150_000)"), {"diffusion.q_sample": (False, "ValueError")})
+    add("odd_bytes", _q("""
+        import sys
+        sys.stdout.write("\\x00\\x1b[31m{\\r\\n")
+        raise ValueError("\\x00\\x1b[2J\\r\\n=HYPERLINK(\\u202e)\\udcff")
+        """), {"diffusion.q_sample": (False, "ValueError")})
+    add("fifo", files={"diffusion.py": None}, expected={e: (False, "not a regular file") for e in everything})
+    add("link_to_reference", files={"diffusion.py": SOLUTIONS_DIR / "diffusion.py"},
+        expected={e: (False, "not a regular file") for e in everything})
+    add("empty", files={}, expected={e: (False, "no diffusion.py") for e in everything})
+    return subs, expect
+
+
+def _write(tmp: Path, subs: dict) -> list[str]:
+    (tmp / "outside").mkdir()
+    (tmp / "outside" / "sentinel.txt").write_text("untouched\n")
+    folders = []
+    for name, files in subs.items():
+        folder = tmp / "subs" / name
+        folder.mkdir(parents=True)
+        for rel, text in files.items():
+            path = folder / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if text is None:
+                os.mkfifo(path)
+            elif isinstance(text, Path):
+                path.symlink_to(text)
+            else:
+                path.write_text(text)
+        folders.append(str(folder))
+    return folders
+
+
+def _fingerprint(paths) -> dict:
+    out = {}
+    for top in paths:
+        for dirpath, _, files in os.walk(top):
+            for f in files:
+                p = Path(dirpath) / f
+                if p.is_fifo() or p.is_symlink() or "__pycache__" in p.parts:
+                    continue
+                out[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest(), oct(p.stat().st_mode), p.stat().st_mtime)
+        out[str(top)] = (oct(Path(top).stat().st_mode), Path(top).stat().st_mtime)
+    return out
+
+
+def _leftovers() -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if MARKER.encode() in cmd and b"import time" in cmd:
+                found.append(entry)
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox's fences are Linux's")
+def test_a_hostile_class_is_graded_correctly(tmp_path):
+    subs, expect = _class(tmp_path)
+    assert len(subs) >= 25
+    folders = _write(tmp_path, subs)
+    watched = [ROOT / "course", ROOT / "solutions", tmp_path / "subs", tmp_path / "outside"]
+    before = _fingerprint(watched)
+    work = tmp_path / "work"
+    work.mkdir()
+    out = tmp_path / "grades.csv"
+    start = time.monotonic()
+    proc = cli("grade", *folders, "--out", str(out), "--only", "diffusion", "--timeout", "3", "--jobs", "2",
+               "--memory-mb", "1024", "--workdir", str(work), cwd=tmp_path, timeout=900)
+    took = time.monotonic() - start
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    time.sleep(3)  # a detached process that survived would have written by now
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert len(rows) == len(subs) * len(DIFFUSION)
+    seen = {(Path(r["submission"]).name, r["exercise"]) for r in rows}
+    assert len(seen) == len(rows)
+    wrong = []
+    for r in rows:
+        name = Path(r["submission"]).name
+        passed, fragment = expect[name].get(r["exercise"], (True, ""))
+        assert len(r["message"]) <= 501 and all(c.isprintable() for c in r["message"]), r
+        if (r["passed"] == "True") != passed or fragment not in r["message"]:
+            wrong.append(f"{name} {r['exercise']}: {r['passed']} {r['message'][:200]}")
+    assert not wrong, "\n".join(wrong)
+    assert _fingerprint(watched) == before
+    assert not (ROOT / "course.py").exists() and not (tmp_path / "course.py").exists()
+    assert _leftovers() == []
+    assert list(work.iterdir()) == []
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["grading"]["complete"] and not report["grading"]["problems"]
+    assert len(report["submissions"]) == len(subs)
+    assert report["summary"]["diffusion.q_sample"]["passed"] == sum(
+        expect[n].get("diffusion.q_sample", (True,))[0] for n in subs)
+    assert all(len(r["message"]) <= 2000 for s in report["submissions"] for r in s["results"])
+    print(proc.stdout[-2500:])
+    print(f"graded {len(subs)} submissions x 7 exercises in {took:.0f} s (2 jobs); landlock ABI {landlock_abi()}")
+
+
+def test_cli_grade_extra_checks_and_points(tmp_path):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir()
+    bad.mkdir()
+    (good / "diffusion.py").write_text(SOURCE)
+    (bad / "diffusion.py").write_text(_q(WRONG))
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "hidden.py").write_text(textwrap.dedent("""
+        import torch
+        from course.checks.kit import expect_close
+        from course.grading import exercise
+
+        @exercise("diffusion/q_sample_at_t0")
+        def check_t0(impl, ref):
+            ab = torch.cumprod(1 - impl.linear_betas(1000), 0)
+            x0, noise = torch.ones(2, 1, 2, 2), torch.zeros(2, 1, 2, 2)
+            t = torch.zeros(2, dtype=torch.long)
+            expect_close(impl.q_sample(x0, t, noise, ab), ref.q_sample(x0, t, noise, ab))
+            return "x_t is x0 at t = 0"
+        """))
+    points = tmp_path / "points.json"
+    points.write_text(json.dumps({"diffusion": 2, "diffusion.q_sample": 5}))
+    out = tmp_path / "grades.csv"
+    proc = cli("grade", str(good), str(bad), "--out", str(out), "--only", "diffusion.q_sample", "diffusion.cfg_eps",
+               "--extra", str(extra), "--points", str(points), "--workdir", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = {(Path(r["submission"]).name, r["exercise"]): r for r in csv.DictReader(out.open())}
+    assert len(rows) == 6
+    assert rows[("good", "diffusion/q_sample_at_t0")]["passed"] == "True"
+    assert rows[("bad", "diffusion/q_sample_at_t0")]["passed"] == "False"
+    assert float(rows[("good", "diffusion.q_sample")]["points"]) == 5
+    assert float(rows[("bad", "diffusion.cfg_eps")]["points"]) == 2
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert [s["score"] for s in report["submissions"]] == [9, 2]
+    assert report["summary"]["diffusion.q_sample"]["pass_rate"] == 0.5
+    assert "swapped" in report["summary"]["diffusion.q_sample"]["common_failure"]
+    assert "class summary" in proc.stdout
+
+
+def test_cli_grade_exit_status_says_whether_grading_worked(tmp_path):
+    broken = tmp_path / "extra"
+    broken.mkdir()
+    (broken / "bad.py").write_text("from course.grading import exercise\n"
+                                   "@exercise('diffusion/always_fails')\n"
+                                   "def check(impl, ref):\n    raise AssertionError('the check is wrong')\n")
+    good = submission(tmp_path)
+    out = tmp_path / "grades.csv"
+    proc = cli("grade", str(good), "--out", str(out), "--only", "diffusion.cfg_eps", "--extra", str(broken),
+               "--workdir", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 3 and "always_fails" in proc.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert [r["passed"] for r in rows] == ["True", "False"] and "not graded" in rows[1]["message"]
+
+
+def test_ctrl_c_keeps_what_was_graded_and_leaves_nothing_behind(tmp_path):
+    detach = DETACH.format(marker=MARKER, grades=str(tmp_path / "grades.csv"))
+    hang = _prefix(detach, "import signal\nsignal.setitimer(signal.ITIMER_REAL, 0)\nwhile True:\n    pass")
+    folders = _write(tmp_path, {"a": {"diffusion.py": _prefix(detach)}, "b": {"diffusion.py": hang},
+                                "c": {"diffusion.py": hang}})
+    out, work = tmp_path / "grades.csv", tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "COURSE_SOLUTIONS"}
+    command = [sys.executable, "-m", "course", "grade", *folders, "--out", str(out), "--only", "diffusion",
+               "--timeout", "30", "--workdir", str(work), "--allow-processes"]  # so that the reaper has work
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and len(out.read_text().splitlines()) >= 1 + len(DIFFUSION):
+            break
+        time.sleep(0.2)
+    time.sleep(2)  # b is now inside its hanging q_sample, its detached child started
+    proc.send_signal(2)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    rows = list(csv.DictReader(out.open()))
+    assert [Path(r["submission"]).name for r in rows] == ["a"] * len(DIFFUSION)
+    assert all(r["passed"] == "True" for r in rows)
+    time.sleep(1)
+    assert _leftovers() == []
+    assert list(work.iterdir()) == []
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["grading"]["interrupted"] and not report["grading"]["complete"]
+
+
+def test_verify_re_decides_a_pass_from_the_recorded_values():
+    import torch
+
+    from course.sandbox import verify
+
+    want = torch.tensor([1.0, 2.0, 3.0])
+    records = [{"kind": "close", "what": "the output", "atol": 1e-5, "rtol": 1e-4, "check_dtype": True, "want": want},
+               {"kind": "tensor", "what": "x", "shape": [2], "dtype": "torch.float32", "device": "cpu",
+                "finite": False}]
+    assert verify(records, [want + 1e-7, torch.tensor([float("nan"), 0.0])]) is None
+    assert "differs" in verify(records, [want + 0.1, torch.zeros(2)])
+    assert "dtype" in verify(records, [want.double(), torch.zeros(2)])
+    assert "NaN" in verify(records, [want * float("nan"), torch.zeros(2)])
+    assert "shape" in verify(records, [want, torch.zeros(3)])
+    assert "no tensor" in verify(records, [want, None])
+    assert "could not be confirmed" in verify(records, [want])
+    assert "could not be confirmed" in verify(records, "forged")
+
+
+def test_correct_code_that_draws_random_numbers_is_not_refused(tmp_path):
+    """The grader's re-decision compares with the reference's run: inputs a check draws without reseeding after the
+    learner's call must not differ between the two (the sandbox reseeds after each comparison)."""
+    lines = []
+    for line in (SOLUTIONS_DIR / "layers.py").read_text().splitlines():
+        lines.append(line)
+        if line.strip() == "# BEGIN SOLUTION":
+            lines.append(line.replace("# BEGIN SOLUTION", "torch.rand(3)"))
+    source = "\n".join(lines) + "\n"
+    folder = tmp_path / "sub"
+    folder.mkdir()
+    (folder / "layers.py").write_text(source)
+    proc = cli("check", "layers.attention", "layers.patchify", "--impl", str(folder), "--json", "--workdir",
+               str(tmp_path))
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 0 and all(r["passed"] for r in rows), proc.stdout + proc.stderr

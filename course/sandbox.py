@@ -1,0 +1,1021 @@
+"""Grading submissions that may be hostile: the learner's code runs in a locked-down child, the verdict is made here.
+
+`python -m course grade` and `python -m course check --impl DIR --json` use this module; the notebook's `check(...)`
+does not (it stays in-process and fast, see `course/grading.py`).
+
+How it works:
+
+* **Snapshot.** `course/` and `solutions/` are copied into the grader's work folder and made read-only; every
+  process below imports the course from that copy (`python -I -B`: no PYTHONPATH, no user site, no bytecode).
+* **Zygote.** One trusted process per job (`--jobs`) imports torch, the course, the checks and the references once
+  and never runs learner code. For each (submission, exercise) it forks a child, waits for it with a wall-clock
+  limit enforced from outside (SIGKILL to the child's session), and then kills whatever the child left behind: the
+  zygote is the *child subreaper*, so processes that detach (double fork, `setsid`) are handed back to it, and it
+  kills its children until none is left.
+* **Child.** Starts a new session; stdin is /dev/null, stdout and stderr go to a capped file that nobody parses;
+  its working folder is a fresh box holding a copy of the one exercise module it needs; limits on address space
+  (`RLIMIT_AS`), file size, CPU time and core dumps; an empty environment. On Linux ≥ 5.13 it then locks itself
+  with Landlock: it may read the system's libraries, the Python installation and the snapshot, write only its box,
+  open no TCP connection, ptrace nothing outside itself and (Linux ≥ 6.12) signal nothing outside itself. On
+  x86-64 a seccomp filter then denies changing file modes, owners and times, mounts, namespaces, sockets and (unless
+  allowed) starting processes. Only then is the learner's module imported and the check run.
+* **Decision.** Each requested check is first run once on the reference, in a child with no learner code: every
+  value the check compares (`expect_close`) and every tensor it inspects (`expect_tensor`) is recorded with what the
+  reference gives. The learner's child records the learner's values at the same points and writes them, with its
+  own verdict, to its box. The grader believes a *failure* as it comes (it costs only the learner's own row); a
+  *pass* is decided again here, in the grader's process, by comparing the learner's values with the trusted
+  records in float64. So patching torch, builtins or the checks, or forging the result file, cannot turn wrong
+  values into a pass.
+
+What stays possible is written in the README ("For instructors", what the sandbox does not stop).
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unicodedata
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODULE_CAP = 1 << 20  # bytes of one submitted exercise module
+RESULT_CAP = 64 << 20  # bytes of a child's result file (also its RLIMIT_FSIZE)
+OUTPUT_TAIL = 2000  # characters kept of a child's stdout and stderr
+MESSAGE_CAP = 2000  # characters kept of a message (the CSV keeps fewer, see `clean_text`)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Text that is safe in a CSV cell, a terminal and a JSON report
+# ---------------------------------------------------------------------------------------------------------------
+def clean_text(value, cap: int = MESSAGE_CAP) -> str:
+    """One line of printable text: control and format characters become spaces, undecodable bytes are written as
+    escapes, at most `cap` characters, and a leading =, +, - or @ is quoted (no spreadsheet formulas)."""
+    text = str(value).encode("utf-8", "backslashreplace").decode("utf-8", "replace")
+    text = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs") else c for c in text)
+    text = " ".join(text.split())
+    if len(text) > cap:
+        text = text[: cap - 1] + "…"
+    if text[:1] in ("=", "+", "-", "@"):
+        text = "'" + text
+    return text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Landlock (Linux ≥ 5.13): an unprivileged process restricts what it and its children may touch
+# ---------------------------------------------------------------------------------------------------------------
+_SYS_CREATE, _SYS_ADD_RULE, _SYS_RESTRICT = 444, 445, 446  # the same number on every architecture
+_EXECUTE, _WRITE_FILE, _READ_FILE, _READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+_TRUNCATE, _IOCTL_DEV = 1 << 14, 1 << 15
+
+
+def _libc():
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return ctypes, libc
+
+
+def landlock_abi() -> int:
+    """The Landlock ABI version this kernel offers (0: none)."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        ctypes, libc = _libc()
+        abi = libc.syscall(ctypes.c_long(_SYS_CREATE), None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    except (OSError, AttributeError):
+        return 0
+    return max(int(abi), 0)
+
+
+def landlock(read: list[str], write: list[str], devices: list[str]) -> int:
+    """Restrict this process for good: read (and execute) only beneath `read`, read and write only beneath `write`,
+    read and write the files `devices`; no TCP; no signals or ptrace outside. Returns the ABI used (0: not
+    available, nothing restricted)."""
+    abi = landlock_abi()
+    if abi < 1:
+        return 0
+    ctypes, libc = _libc()
+    fs = (1 << 13) - 1 | (1 << 13 if abi >= 2 else 0) | (_TRUNCATE if abi >= 3 else 0) | (_IOCTL_DEV if abi >= 5 else 0)
+    file_rights = _EXECUTE | _WRITE_FILE | _READ_FILE | (_TRUNCATE if abi >= 3 else 0) | (_IOCTL_DEV if abi >= 5 else 0)
+
+    class RulesetAttr(ctypes.Structure):
+        _fields_ = (("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64))
+
+    class PathBeneath(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = (("allowed", ctypes.c_uint64), ("parent_fd", ctypes.c_int32))
+
+    attr = RulesetAttr(fs, 0b11 if abi >= 4 else 0, 0b11 if abi >= 6 else 0)
+    size = 24 if abi >= 6 else 16 if abi >= 4 else 8
+    ruleset = libc.syscall(ctypes.c_long(_SYS_CREATE), ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
+    if ruleset < 0:
+        return 0
+
+    def allow(path: str, rights: int) -> None:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                rights &= file_rights
+            rule = PathBeneath(rights & fs, fd)
+            libc.syscall(ctypes.c_long(_SYS_ADD_RULE), ctypes.c_int(ruleset), ctypes.c_int(1), ctypes.byref(rule),
+                         ctypes.c_uint32(0))
+        finally:
+            os.close(fd)
+
+    for path in read:
+        allow(path, _EXECUTE | _READ_FILE | _READ_DIR)
+    for path in devices:
+        allow(path, _READ_FILE | _WRITE_FILE)
+    for path in write:
+        allow(path, fs)
+    try:
+        if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+            return 0
+        done = libc.syscall(ctypes.c_long(_SYS_RESTRICT), ctypes.c_int(ruleset), ctypes.c_uint32(0)) == 0
+    finally:
+        os.close(ruleset)
+    return abi if done else 0
+
+
+# Syscalls a learner's process never needs and that Landlock does not fence: changing modes, owners, times and
+# extended attributes of files (a root or same-user process could otherwise do that to any file), mounts and
+# namespaces, tracing, kernel modules and keys, the clock. x86-64 numbers; elsewhere no filter is installed.
+_DENIED_X86_64 = (
+    90, 91, 92, 93, 94, 260, 268, 452,  # chmod fchmod chown fchown lchown fchownat fchmodat fchmodat2
+    132, 235, 261, 280,  # utime utimes futimesat utimensat
+    188, 189, 190, 197, 198, 199,  # set/remove xattr
+    165, 166, 155, 161, 272, 308, 428, 429, 430, 431, 432, 442,  # mount umount2 pivot_root chroot unshare setns ...
+    101, 310, 311, 303, 304, 323,  # ptrace process_vm_{read,write}v name_to/open_by_handle_at userfaultfd
+    175, 176, 313, 246, 320, 169, 167, 168, 172, 173,  # modules kexec reboot swap iopl ioperm
+    164, 227, 159, 321, 298, 248, 249, 250,  # settimeofday clock_settime adjtimex bpf perf keys
+    41,  # socket: no network, no sockets at all
+)
+
+
+def seccomp_deny(processes: bool = False) -> bool:
+    """Install a seccomp filter that makes the syscalls in `_DENIED_X86_64` fail with EPERM, and, unless
+    `processes`, creating processes too (threads stay allowed). x86-64 Linux only; returns whether installed."""
+    import platform
+
+    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    ctypes, libc = _libc()
+
+    class Instr(ctypes.Structure):
+        _fields_ = (("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32))
+
+    class Prog(ctypes.Structure):
+        _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Instr)))
+
+    load, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    # (code, jump if true, jump if false, k); jumps name a label or are 0 (the next instruction)
+    code = [(load, 0, 0, 4), (jeq, 0, "allow", 0xC000003E), (load, 0, 0, 0), (jge, "deny", 0, 0x40000000)]
+    code += [(jeq, "deny", 0, nr) for nr in sorted(set(_DENIED_X86_64))]
+    if not processes:
+        code += [(jeq, "deny", 0, 57), (jeq, "deny", 0, 58), (jeq, "nosys", 0, 435), (jeq, 0, "allow", 56),
+                 (load, 0, 0, 16), (jset, "allow", "deny", 0x00010000)]  # clone: only with CLONE_THREAD
+    labels = {"allow": len(code), "deny": len(code) + 1, "nosys": len(code) + 2}
+    code += [(ret, 0, 0, 0x7FFF0000), (ret, 0, 0, 0x00050000 | 1), (ret, 0, 0, 0x00050000 | 38)]
+
+    def offset(i: int, target) -> int:
+        return labels[target] - i - 1 if isinstance(target, str) else target
+
+    program = (Instr * len(code))(*[Instr(c, offset(i, t), offset(i, f), k) for i, (c, t, f, k) in enumerate(code)])
+    prog = Prog(len(code), program)
+    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        return False
+    return libc.prctl(22, 2, ctypes.byref(prog), 0, 0) == 0  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+
+
+def set_subreaper() -> bool:
+    """Become the child subreaper: orphaned descendants are re-parented to this process, not to init."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        _, libc = _libc()
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc; nothing where there is no /proc)."""
+    if pid == os.getpid():  # one read per thread where the kernel lists children (CONFIG_PROC_CHILDREN)
+        try:
+            kids = []
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    kids += [int(k) for k in f.read().split()]
+            return kids
+        except (OSError, ValueError):
+            pass
+    out = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return out
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def kill_children(pid: int | None = None, rounds: int = 100) -> int:
+    """SIGKILL and reap every child of `pid` (default: this process), again and again while orphans keep being
+    re-parented to it. Returns how many were killed."""
+    pid = os.getpid() if pid is None else pid
+    killed = 0
+    for _ in range(rounds):
+        kids = _children(pid)
+        if not kids:
+            break
+        for kid in kids:
+            try:
+                os.kill(kid, signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+        for kid in kids:
+            try:
+                os.waitpid(kid, 0)
+            except ChildProcessError:
+                pass
+    return killed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Recording what a check compares (installed in the zygote, before the checks are imported)
+# ---------------------------------------------------------------------------------------------------------------
+class _Recording:
+    def __init__(self):
+        self.mode: str | None = None  # "trusted": record what the reference expects; "learner": what came back
+        self.items: list = []
+        self.depth = 0
+
+
+_REC = _Recording()
+
+
+def _plain(x):
+    import torch
+
+    if type(x) in (torch.Tensor, torch.nn.Parameter):
+        return torch.Tensor.detach(x).clone()
+    return None
+
+
+def _hook_kit() -> None:
+    import inspect
+
+    import torch
+
+    from course.checks import kit
+
+    def wrap(name, original):
+        signature = inspect.signature(original)
+
+        def hooked(*args, **kwargs):
+            if _REC.mode is not None and _REC.depth == 0:
+                try:
+                    bound = signature.bind(*args, **kwargs)
+                    bound.apply_defaults()
+                    a = bound.arguments
+                    if _REC.mode == "learner":
+                        _REC.items.append(_plain(a["got"]))
+                    elif name == "expect_close":
+                        _REC.items.append({"kind": "close", "what": str(a["what"]), "atol": float(a["atol"]),
+                                           "rtol": float(a["rtol"]), "check_dtype": bool(a["check_dtype"]),
+                                           "want": _plain(a["want"])})
+                    else:
+                        like, shape, dtype, device = a["like"], a["shape"], a["dtype"], a["device"]
+                        if like is not None:
+                            shape = tuple(like.shape) if shape is None else shape
+                            dtype = like.dtype if dtype is None else dtype
+                            device = like.device if device is None else device
+                        _REC.items.append({"kind": "tensor", "what": str(a["what"]),
+                                           "shape": None if shape is None else [int(s) for s in shape],
+                                           "dtype": None if dtype is None else str(dtype),
+                                           "device": None if device is None else torch.device(device).type,
+                                           "finite": bool(a["finite"])})
+                except TypeError:
+                    _REC.items.append(None)
+            _REC.depth += 1
+            try:
+                result = original(*args, **kwargs)
+            finally:
+                _REC.depth -= 1
+            if _REC.mode is not None and _REC.depth == 0:
+                # Random inputs a check draws after this point are the same in the reference's run and the
+                # learner's, however much randomness the learner's code consumed before it.
+                torch.manual_seed(1_000_003 + len(_REC.items))
+            return result
+
+        hooked.__wrapped__ = original
+        hooked.__doc__ = original.__doc__
+        return hooked
+
+    for name in ("expect_close", "expect_tensor"):
+        setattr(kit, name, wrap(name, getattr(kit, name)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The zygote and its children (trusted code; runs from the read-only snapshot)
+# ---------------------------------------------------------------------------------------------------------------
+def _readable_roots(snapshot: str) -> list[str]:
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, snapshot,
+             os.path.dirname(os.path.realpath(sys.executable))}
+    roots.update(p for p in sys.path if p and os.path.isdir(p))
+    roots.update(["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/proc", "/sys", "/dev"])
+    return sorted(r for r in roots if os.path.exists(r))
+
+
+def _vm_size() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _child(req: dict, snapshot: str) -> None:
+    """In the forked child: lock down, then run one check and write its result into the box. Never returns."""
+    import resource
+
+    os.setsid()
+    box = Path(req["box"])
+    out = os.open(box / "output.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.closerange(3, 1 << 16)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the file size limit fails instead of killing
+    work = box / "work"
+    os.chdir(work)
+    os.environ.clear()
+    os.environ.update(HOME=str(work), TMPDIR=str(box / "tmp"), PATH="/usr/bin:/bin", LANG="C.UTF-8",
+                      OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    tempfile.tempdir = str(box / "tmp")
+    limits = [(resource.RLIMIT_CORE, 0), (resource.RLIMIT_FSIZE, RESULT_CAP),
+              (resource.RLIMIT_CPU, int(req["hard_timeout"]) + 5)]
+    if req.get("memory_mb"):
+        limits.append((resource.RLIMIT_AS, _vm_size() + int(req["memory_mb"]) * 2**20))
+    for which, value in limits:
+        try:
+            resource.setrlimit(which, (value, value))
+        except (ValueError, OSError):
+            pass
+    landlock(_readable_roots(snapshot), [str(box)], ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"])
+    seccomp_deny(processes=bool(req.get("processes")))
+
+    import torch
+
+    from course import grading
+    from course.exercises import SOLUTIONS_DIR
+
+    payload: dict
+    _REC.mode, _REC.items, _REC.depth = req["mode"], [], 0
+    directory = SOLUTIONS_DIR if req["mode"] == "trusted" else work
+    try:
+        r = grading.run_exercise(req["exercise"], directory, timeout=float(req["timeout"]),
+                                 on_loaded=lambda: (box / "loaded").touch())
+        payload = {"passed": bool(r.passed), "message": str(r.message)[:MESSAGE_CAP], "seconds": float(r.seconds)}
+    except KeyboardInterrupt:
+        payload = {"passed": False, "message": "your code raised KeyboardInterrupt, which ends the check.",
+                   "seconds": 0.0}
+    except BaseException as e:  # noqa: BLE001 - whatever ends the check is a failure of this exercise
+        payload = {"passed": False, "message": f"the check was ended by {type(e).__name__}.", "seconds": 0.0}
+    mode, items = _REC.mode, list(_REC.items)
+    _REC.mode = None
+    payload["items"] = items
+    payload["mode"] = mode
+    tmp = box / f"result-{os.getpid()}.tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, box / "result.pt")
+
+
+def _kill_session(pid: int) -> None:
+    """SIGKILL the session (process group) a child started, and the child itself."""
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _send(channel, message: dict) -> None:
+    channel.write((json.dumps(message) + "\n").encode())
+    channel.flush()
+
+
+def zygote_main(snapshot: str, extra: str = "") -> None:
+    """The trusted worker: import everything once, then fork one sandboxed child per request (JSON lines on stdin),
+    enforce its time limit and clean up after it. Answers on its original stdout; its own prints go to stderr."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the grader ends us; Ctrl-C is the grader's to handle
+    channel = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    import torch
+
+    torch.set_num_threads(1)
+    from course import grading
+    from course.exercises import modules, reference_module
+
+    _hook_kit()
+    grading.registry()
+    extras = []
+    if extra and os.path.isdir(extra):
+        import importlib.util
+
+        before = set(grading._REGISTRY)
+        for path in sorted(Path(extra).glob("*.py")):
+            spec = importlib.util.spec_from_file_location(f"course_extra_checks_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+        extras = [n for n in grading._REGISTRY if n not in before]
+        bad = [n for n in extras if "/" not in n or n.split("/", 1)[0] not in modules()]
+        if bad:
+            _send(channel, {"error": f"extra checks must be named `module/label` with an exercise module: {bad}"})
+            return
+    for module in modules():
+        reference_module(module)
+    set_subreaper()
+    try:
+        _, libc = _libc()
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: same-uid processes cannot read or write our memory
+    except (OSError, AttributeError):
+        pass
+    _send(channel, {"ready": True, "extras": extras, "landlock": landlock_abi()})
+    for line in sys.stdin.buffer:
+        try:
+            req = json.loads(line)
+        except ValueError:
+            continue
+        sys.stdout.flush()
+        sys.stderr.flush()
+        start = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _child(req, snapshot)
+            finally:
+                os._exit(0)
+        _send(channel, {"pid": pid})
+        deadline = start + float(req["hard_timeout"])
+        killed, status, pause = False, 0, 0.001
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                killed = True
+                _kill_session(pid)
+                _, status = os.waitpid(pid, 0)
+                break
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.02)
+        wall = time.monotonic() - start
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        left = kill_children()
+        signalled = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        _send(channel, {"killed": killed, "signal": signalled, "code": code, "wall": wall, "left": left})
+    kill_children()
+
+
+BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from course.sandbox import zygote_main; zygote_main(*sys.argv[1:])"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The grader's side
+# ---------------------------------------------------------------------------------------------------------------
+class GraderProblem(RuntimeError):
+    """Something went wrong in the grader itself (not in a submission)."""
+
+
+class Zygote:
+    def __init__(self, root: Path, snapshot: Path, extra: str, startup: float = 300.0):
+        keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "COURSE_PROFILE")
+        env = {k: os.environ[k] for k in keep if k in os.environ}
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        self.log_path = root / f"zygote-{uuid.uuid4().hex[:8]}.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-B", "-c", BOOT, str(snapshot), extra], stdin=-1, stdout=-1, stderr=log,
+                cwd=root, env=env, start_new_session=True, bufsize=0)
+        self.buffer = b""
+        self.current: int | None = None
+        hello = self._read(startup)
+        if "error" in hello or not hello.get("ready"):
+            self.close()
+            raise GraderProblem(hello.get("error") or f"the grader's worker did not start; see {self.log_path}")
+        self.extras: list[str] = hello.get("extras", [])
+        self.landlock: int = hello.get("landlock", 0)
+
+    def _read(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise GraderProblem("the grader's worker stopped answering")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                tail = self.log_path.read_text(errors="replace")[-1500:] if self.log_path.exists() else ""
+                raise GraderProblem(f"the grader's worker ended: {tail.strip()}")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def run(self, req: dict) -> dict:
+        try:
+            self.proc.stdin.write((json.dumps(req) + "\n").encode())
+            self.proc.stdin.flush()
+        except OSError as e:
+            raise GraderProblem(f"the grader's worker is gone: {e}") from e
+        self.current = self._read(60)["pid"]
+        try:
+            return self._read(float(req["hard_timeout"]) + 60)
+        finally:
+            self.current = None
+
+    def close(self, force: bool = False) -> None:
+        if force and self.current:
+            _kill_session(self.current)
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(0.5 if force else 30)
+        except Exception:  # noqa: BLE001 - a worker that does not end is killed
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+@dataclass
+class Row:
+    submission: str
+    exercise: str
+    passed: bool
+    message: str
+    seconds: float = 0.0
+    verified: bool = False  # the pass was re-decided by the grader from the recorded values
+    output: str = ""  # the tail of what the learner's code printed (never parsed)
+
+    def as_dict(self) -> dict:
+        return {"exercise": self.exercise, "passed": self.passed, "message": self.message,
+                "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class Layout:
+    folder: Path | None  # where the exercise modules were found
+    problems: dict[str, str] = field(default_factory=dict)  # module -> why it cannot be graded
+    found: list[str] = field(default_factory=list)
+
+
+def locate(submission: Path, module_names: list[str]) -> Layout:
+    """Find the exercise modules of a submission: in the folder itself, in its `course/` (or `solutions/`), or
+    one level down (`alice/myrepo/course/`). The candidate holding most modules wins, the shallowest on a tie."""
+    try:
+        if not stat.S_ISDIR(os.stat(submission).st_mode):
+            return Layout(None, {m: "the submission is not a folder" for m in module_names})
+    except OSError:
+        return Layout(None, {m: "the submission folder does not exist" for m in module_names})
+
+    def is_dir(p: Path) -> bool:
+        try:
+            return stat.S_ISDIR(os.lstat(p).st_mode)
+        except OSError:
+            return False
+
+    candidates = [submission, submission / "course", submission / "solutions"]
+    try:
+        subs = sorted(e for e in os.listdir(submission) if not e.startswith((".", "__")))[:200]
+    except OSError:
+        subs = []
+    for name in subs:
+        d = submission / name
+        if is_dir(d) and name not in ("course", "solutions"):
+            candidates += [d, d / "course", d / "solutions"]
+
+    def score(d: Path) -> int:
+        n = 0
+        for m in module_names:
+            try:
+                os.lstat(d / f"{m}.py")
+                n += 1
+            except OSError:
+                pass
+        return n
+
+    best = max((c for c in candidates if c == submission or is_dir(c)), key=score)
+    layout = Layout(best)
+    for m in module_names:
+        path = best / f"{m}.py"
+        try:
+            info = os.lstat(path)
+        except OSError:
+            layout.problems[m] = (f"no {m}.py was found in the submission (looked in the folder, its course/, and "
+                                  "one level down).")
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            layout.problems[m] = f"{m}.py is not a regular file (a link, a pipe?), so it cannot be graded."
+        elif info.st_size > MODULE_CAP:
+            layout.problems[m] = f"{m}.py is larger than {MODULE_CAP >> 20} MB, so it is not graded."
+        else:
+            layout.found.append(m)
+    return layout
+
+
+def _read_capped(path: Path, cap: int, tail: bool = False) -> bytes | None:
+    """Read a regular file the learner's process may have tampered with: no links, no pipes, at most `cap`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        if info.st_size > cap and not tail:
+            return None
+        if tail and info.st_size > cap:
+            os.lseek(fd, info.st_size - cap, os.SEEK_SET)
+        chunks, left = [], cap
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _load(path: Path):
+    import io
+
+    import torch
+
+    data = _read_capped(path, RESULT_CAP)
+    if data is None:
+        return None
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception:  # noqa: BLE001 - an unreadable result is a failed check, never a crashed grader
+        return None
+
+
+def verify(records: list, items) -> str | None:
+    """Re-decide a pass in the grader: the learner's recorded values against the reference's. None when they
+    agree, else what differs."""
+    import torch
+
+    if not isinstance(items, list) or len(items) != len(records):
+        n = len(items) if isinstance(items, list) else 0
+        return (f"the check compared {n} value(s) where the reference's run compared {len(records)}, so the pass "
+                "could not be confirmed.")
+    for rec, got in zip(records, items):
+        what = clean_text(rec.get("what", "a value"), 200)
+        if type(got) is not torch.Tensor:
+            return f"{what}: no tensor came back to the grader."
+        finite = rec.get("finite", True) if rec["kind"] == "tensor" else True
+        if finite and got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            return f"{what} has NaN or infinite values."
+        if rec["kind"] == "tensor":
+            if rec["shape"] is not None and list(got.shape) != rec["shape"]:
+                return f"{what} should have shape {tuple(rec['shape'])}, got {tuple(got.shape)}."
+            if rec["dtype"] is not None and str(got.dtype) != rec["dtype"]:
+                return f"{what} should have dtype {rec['dtype']}, got {got.dtype}."
+            if rec["device"] is not None and got.device.type != rec["device"]:
+                return f"{what} should be on {rec['device']}, got {got.device}."
+            continue
+        want = rec["want"]
+        if type(want) is not torch.Tensor:
+            return f"{what}: the reference's value is missing."
+        if tuple(got.shape) != tuple(want.shape):
+            return f"{what} should have shape {tuple(want.shape)}, got {tuple(got.shape)}."
+        if rec["check_dtype"] and got.dtype != want.dtype:
+            return f"{what} should have dtype {want.dtype}, got {got.dtype}."
+        diff = (got.double() - want.double()).abs()
+        bound = rec["atol"] + rec["rtol"] * want.double().abs()
+        if not bool((diff <= bound).all()):
+            worst = float((diff - bound).max())
+            return (f"{what} differs from the reference by up to {float(diff.max()):.3g} (beyond the tolerance "
+                    f"atol={rec['atol']:g}, rtol={rec['rtol']:g} by {worst:.3g}).")
+    return None
+
+
+class Grader:
+    """Grades submissions against the requested checks; thread-safe (`jobs` workers, one zygote each)."""
+
+    def __init__(self, names: list[str], *, timeout: float = 60.0, memory_mb: int = 4096, jobs: int = 1,
+                 extra: str | Path | None = None, workdir: str | Path | None = None, verbose: bool = False,
+                 submission_timeout: float = 0.0, allow_processes: bool = False):
+        from course.exercises import COURSE_DIR, SOLUTIONS_DIR, modules
+
+        self.timeout, self.memory_mb, self.verbose = float(timeout), int(memory_mb), verbose
+        self.submission_timeout = float(submission_timeout or 0)
+        self.allow_processes = bool(allow_processes)
+        self.hard_timeout = self.timeout + 2.0 + 0.1 * self.timeout
+        self.modules = modules()
+        self.root = Path(tempfile.mkdtemp(prefix="course-grade-", dir=workdir)).resolve()
+        self.snapshot = self.root / "ro"
+        def ignore(folder, names):  # Python sources only (no caches, no data a future course/ may hold)
+            return [n for n in names if n == "__pycache__" or (not n.endswith(".py") and not os.path.isdir(
+                os.path.join(folder, n)))]
+
+        shutil.copytree(COURSE_DIR, self.snapshot / "course", ignore=ignore)
+        shutil.copytree(SOLUTIONS_DIR, self.snapshot / "solutions", ignore=ignore)
+        extra_dir = ""
+        if extra:
+            extra_dir = str(self.snapshot / "extra")
+            shutil.copytree(extra, extra_dir, ignore=ignore)
+        import compileall
+
+        compileall.compile_dir(self.snapshot, quiet=1)  # the children load modules from it again and again
+        self._freeze(self.snapshot)
+        self.problems: list[str] = []
+        self._lock = threading.Lock()
+        self._idle: list[Zygote] = []
+        self._all: list[Zygote] = []
+        self._extra_dir = extra_dir
+        self.closed = False
+        self.jobs = max(1, jobs)
+        self.records: dict[str, list] = {}
+        self.broken: dict[str, str] = {}
+        try:
+            starters = [threading.Thread(target=self._start_one) for _ in range(self.jobs)]
+            for t in starters:
+                t.start()
+            for t in starters:
+                t.join()
+            if not self._idle:
+                raise GraderProblem("; ".join(self.problems) or "no worker started")
+            self.landlock = self._idle[0].landlock
+            self.names = list(dict.fromkeys(list(names) + self._idle[0].extras))
+            self._trusted_runs()
+        except BaseException:
+            self.close(force=True)
+            raise
+
+    @staticmethod
+    def _freeze(top: Path) -> None:
+        for dirpath, _, filenames in os.walk(top, topdown=False):
+            for f in filenames:
+                os.chmod(os.path.join(dirpath, f), 0o444)
+            os.chmod(dirpath, 0o555)
+
+    def _start_one(self) -> None:
+        try:
+            z = Zygote(self.root, self.snapshot, self._extra_dir)
+        except GraderProblem as e:
+            with self._lock:
+                self.problems.append(str(e))
+            return
+        with self._lock:
+            self._idle.append(z)
+            self._all.append(z)
+
+    def _spawn(self) -> Zygote:
+        if self.closed:
+            raise GraderProblem("grading was stopped")
+        z = Zygote(self.root, self.snapshot, self._extra_dir)
+        with self._lock:
+            self._all.append(z)
+        return z
+
+    def _take(self) -> Zygote:
+        """An idle worker, or a new one where fewer than `jobs` are alive (one failed and was dropped)."""
+        while True:
+            if self.closed:
+                raise GraderProblem("grading was stopped")
+            with self._lock:
+                if self._idle:
+                    return self._idle.pop()
+                short = len(self._all) < self.jobs
+            if short:
+                return self._spawn()
+            time.sleep(0.01)
+
+    def _give(self, z: Zygote) -> None:
+        with self._lock:
+            self._idle.append(z)
+
+    def _box(self) -> Path:
+        box = self.root / f"box-{uuid.uuid4().hex}"
+        (box / "work").mkdir(parents=True)
+        (box / "tmp").mkdir()
+        return box
+
+    def _run(self, z: Zygote, req: dict) -> tuple[Zygote, dict]:
+        """Run one request; a worker that fails is replaced and the request tried once more. Raises GraderProblem
+        (the failed worker dropped) when the second try fails too."""
+        for attempt in range(2):
+            try:
+                return z, z.run(req)
+            except GraderProblem as e:
+                z.close(force=True)
+                with self._lock:
+                    if z in self._all:
+                        self._all.remove(z)
+                if attempt or self.closed:
+                    raise
+                if self.verbose:
+                    print(f"(restarting a worker: {e})", file=sys.stderr)
+                z = self._spawn()
+        raise AssertionError("unreachable")
+
+    def _trusted_runs(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(name: str) -> None:
+            z = self._take()
+            box = self._box()
+            try:
+                z, status = self._run(z, {"mode": "trusted", "exercise": name, "box": str(box), "timeout": self.timeout,
+                                          "hard_timeout": self.hard_timeout * 3, "memory_mb": 0})
+                payload = _load(box / "result.pt")
+                if not isinstance(payload, dict) or payload.get("mode") != "trusted":
+                    output = (_read_capped(box / "output.txt", OUTPUT_TAIL, tail=True) or b"").decode(errors="replace")
+                    self.broken[name] = clean_text(f"the reference's run gave no result ({status}): {output}", 500)
+                elif not payload.get("passed"):
+                    self.broken[name] = clean_text(f"the reference fails this check: {payload.get('message')}", 500)
+                else:
+                    self.records[name] = list(payload.get("items", []))
+            except GraderProblem as e:
+                self.broken[name] = clean_text(f"the reference's run failed: {e}", 500)
+                return
+            finally:
+                _remove(box)
+            self._give(z)
+
+        with ThreadPoolExecutor(max(1, len(self._idle))) as pool:
+            list(pool.map(one, self.names))
+        for name, why in self.broken.items():
+            self.problems.append(f"{name}: {why}")
+
+    def unverified(self) -> list[str]:
+        """Checks that record no comparison: their passes are the child's word (see the README)."""
+        return [n for n in self.names if n in self.records and not self.records[n]]
+
+    def grade(self, submission: str | Path, label: str | None = None, on_row=None) -> list[Row]:
+        """Every requested exercise of one submission, one Row each, in order; never raises GraderProblem for a
+        submission's behaviour (a worker that fails twice gives 'not graded' rows and a recorded problem)."""
+        label = label if label is not None else str(submission)
+        layout = locate(Path(submission), self.modules)
+        rows = []
+        z: Zygote | None = self._take()
+        start = time.monotonic()
+        hung: dict[str, str] = {}  # module -> the message of its import that was stopped
+        try:
+            for name in self.names:
+                if self.closed:
+                    raise GraderProblem("grading was stopped")
+                module = name.split("/", 1)[0].split(".", 1)[0]
+                if name in self.broken:
+                    row = Row(label, name, False, "not graded: the grader's check is broken here (see the grader's "
+                                                  "output).")
+                elif module in layout.problems:
+                    row = Row(label, name, False, layout.problems[module])
+                elif module in hung:
+                    row = Row(label, name, False, hung[module])
+                elif self.submission_timeout and time.monotonic() - start > self.submission_timeout:
+                    row = Row(label, name, False, f"not graded: the submission used up its "
+                                                  f"{self.submission_timeout:g} s in all.")
+                else:
+                    if z is None:
+                        try:
+                            z = self._spawn()
+                        except GraderProblem as e:
+                            with self._lock:
+                                self.problems.append(f"{label} {name}: {e}")
+                            rows.append(Row(label, name, False, clean_text(f"not graded: the grader failed ({e}).")))
+                            continue
+                    z, row = self._grade_one(z, layout.folder / f"{module}.py", module, name, label)
+                    if row.message.startswith(f"importing {module}.py"):
+                        hung[module] = row.message + " (not run again for this module's other exercises)"
+                rows.append(row)
+                if on_row:
+                    on_row(row)
+        finally:
+            if z is not None:
+                self._give(z)
+        return rows
+
+    def _grade_one(self, z: Zygote, source: Path, module: str, name: str, label: str) -> tuple[Zygote, Row]:
+        data = _read_capped(source, MODULE_CAP)
+        if data is None:
+            return z, Row(label, name, False, f"{module}.py could not be read as a regular file.")
+        box = self._box()
+        try:
+            (box / "work" / f"{module}.py").write_bytes(data)
+            req = {"mode": "learner", "exercise": name, "box": str(box), "timeout": self.timeout,
+                   "hard_timeout": self.hard_timeout, "memory_mb": self.memory_mb, "processes": self.allow_processes}
+            try:
+                z, status = self._run(z, req)
+            except GraderProblem as e:
+                with self._lock:
+                    self.problems.append(f"{label} {name}: {e}")
+                return None, Row(label, name, False, clean_text(f"not graded: the grader failed ({e}).", 500))
+            if status.get("killed") and not (box / "loaded").exists():
+                return z, Row(label, name, False, f"importing {module}.py took longer than {self.timeout:g} s and "
+                                                  "was stopped. Hint: an exercise module should only define things; "
+                                                  "move work done at import into functions.", float(status["wall"]))
+            payload = _load(box / "result.pt")
+            output = clean_text((_read_capped(box / "output.txt", OUTPUT_TAIL, tail=True) or b"")
+                                .decode("utf-8", "replace"), OUTPUT_TAIL)
+            return z, self._decide(label, name, status, payload, output)
+        finally:
+            _remove(box)
+
+    def _decide(self, label: str, name: str, status: dict, payload, output: str) -> Row:
+        wall = float(status.get("wall", 0.0))
+        if status.get("killed"):
+            return Row(label, name, False, f"took longer than {self.timeout:g} s and was stopped from outside (it kept "
+                                           "running past the time limit: a loop that never ends, perhaps one that "
+                                           "catches every exception or turns the alarm off).", wall, output=output)
+        if not isinstance(payload, dict) or payload.get("mode") != "learner":
+            if status.get("signal"):
+                sig = status["signal"]
+                try:
+                    signame = signal.Signals(sig).name
+                except ValueError:
+                    signame = str(sig)
+                return Row(label, name, False, f"the process running your code was killed by {signame} (a crash "
+                                               f"in native code, or more than the {self.memory_mb} MB of memory "
+                                               "allowed?).", wall, output=output)
+            return Row(label, name, False, f"the process running your code ended (exit status {status.get('code')}) "
+                                           "before the check finished. Hint: never call exit(), sys.exit() or "
+                                           "os._exit() in an exercise module.", wall, output=output)
+        message = clean_text(payload.get("message") if isinstance(payload.get("message"), str) else "", MESSAGE_CAP)
+        seconds = payload.get("seconds") if isinstance(payload.get("seconds"), float) else wall
+        if payload.get("passed") is not True:
+            return Row(label, name, False, message or "failed.", seconds, output=output)
+        records = self.records.get(name, [])
+        if not records:
+            return Row(label, name, True, message or "passed.", seconds, verified=False, output=output)
+        problem = verify(records, payload.get("items"))
+        if problem:
+            return Row(label, name, False, clean_text(
+                f"the check passed inside your process, but the grader's own comparison disagrees: {problem} "
+                "Hint: if your code changes one of its inputs in place (`x += ...`, `x.mul_(...)`), the check "
+                "compared after the change; work on new tensors.", MESSAGE_CAP), seconds, output=output)
+        return Row(label, name, True, message or "passed.", seconds, verified=True, output=output)
+
+    def close(self, force: bool = False) -> None:
+        self.closed = True
+        with self._lock:
+            zygotes, self._all, self._idle = list(self._all), [], []
+        for z in zygotes:
+            z.close(force=force)
+        _remove(self.root)
+
+
+def _remove(top: Path) -> None:
+    """Remove a folder whatever modes its files were left with."""
+    for dirpath, dirnames, _ in os.walk(top):
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            if not os.path.islink(full):
+                try:
+                    os.chmod(full, 0o700)
+                except OSError:
+                    pass
+    try:
+        os.chmod(top, 0o700)
+    except OSError:
+        pass
+    shutil.rmtree(top, ignore_errors=True)
