@@ -284,6 +284,10 @@ def compare_forward(mine: nn.Module, ref: nn.Module, inputs: tuple, *, exercise:
         known.update(wrong_outputs(exercise, *inputs, self=ref, seed=seed, **kwargs))
     with seeded(seed):
         got = getattr(mine, method)(*my_in, **kwargs)
+    for i, (a, b) in enumerate(zip(my_in, inputs)):
+        if isinstance(b, torch.Tensor) and not torch.equal(a.detach(), b.detach()):
+            raise CheckFailed(f"your {method} changed its input {i} in place; the caller still needs it. Hint: "
+                              "compute into a new tensor (`x = x + ...`, not `x += ...` or `x[...] = ...`).")
     expect_close(got, want, what=what, atol=atol, rtol=rtol, hint=hint, mistakes=known)
     if not grads:
         return want
