@@ -20,9 +20,11 @@ The official model is not a DiT. The differences the chapter teaches, all kept h
   the modulation, which is not the same as t = 0);
 - the diffusion loss is **L1** on ε, and HybViT's loss is 100 · L_diff + 1 · CE on two different batches.
 
-    x (B,C,H,W) ─ patchify ─ Linear ─ [CLS, tokens] + pos ─┬─ N × { x·(1+s_i)+b_i ; x += Attn(LN x) ;
-                                                          │        x·(1+s_i)+b_i ; x += MLP(LN x) } ─┬─ tokens[1:] ─ Linear ─ unpatchify ─ ε̂
-    t ─ sin/cos ─ Linear ─ GELU ─ Linear ─ (B, 4(N+1)) ───┘  (s_i, b_i) = SiLU ─ Linear_i: (B, N+1) each └─ CLS ─ LN ─ Linear ─ logits (HybViT, t = None)
+    x ─ patchify ─ Linear ─ [CLS; tokens] + pos ─ depth × block ─┬─ tokens[1:] ─ Linear ─ unpatchify ─ ε̂
+                                                                 └─ CLS ─ LayerNorm ─ Linear ─ logits (HybViT)
+    block:  (s, b) = SiLU ─ Linear(time features): one scalar per token, each (B, N+1, 1)
+            x = x · (1 + s) + b;  x = x + Attn(LN(x));  x = x · (1 + s) + b;  x = x + MLP(LN(x))
+    time features = Linear ─ GELU ─ Linear of [sin, cos](t): (B, 4(N+1));  the classifier runs with t = None
 
 Parameter names are the course's; `from_official_state_dict` maps an official `ViT` state dict onto them, after
 which `HybViT` gives the official model's outputs (tests/test_genvit.py).

@@ -31,7 +31,8 @@ def official_state_dict(img, p, C, D, depth, heads, dim_head, ratio, classes, se
         return out
 
     def norm(prefix):
-        return {f"{prefix}.weight": 1 + 0.1 * torch.randn(D, generator=g), f"{prefix}.bias": 0.1 * torch.randn(D, generator=g)}
+        return {f"{prefix}.weight": 1 + 0.1 * torch.randn(D, generator=g),
+                f"{prefix}.bias": 0.1 * torch.randn(D, generator=g)}
 
     sd = {}
     sd.update(lin("time_mlp.1", D, T))
