@@ -24,8 +24,9 @@ print("BENCH" + json.dumps({
              for name, r in runs.items()},
     "rows": rows, "sweep": {str(k): v for k, v in sweep.items()},
     "fd_dit": fd_dit, "fd_l2": fd_l2, "ln_gap": ln_gap,
-    "ddpm": {"n": N_DDPM, "fd_ddpm": fd_ddpm, "s_ddpm": sec_ddpm, "fd_ddim": fd_ddim, "s_ddim": sec_ddim},
-    "acc_under_noise": dict(zip(map(str, LEVELS), acc_at)), "self_agree": agree,
+    "ddpm": {"n": N_DDPM, "noise": ddpm_noise, "fd_ddpm": fd_ddpm, "s_ddpm": sec_ddpm, "fd_ddim": fd_ddim,
+             "s_ddim": sec_ddim},
+    "acc_under_noise": dict(zip(map(str, LEVELS), acc_at)), "view_px": view_px, "self_agree": agree,
     "verdicts": [share_verdict, trend, adaln_verdict, loss_verdict, sampler_verdict],
 }))
 """
@@ -53,9 +54,9 @@ def main() -> None:
     print(f"  GenViT L2: FD {stats['fd_l2']:.2f};  LayerNorm gap after a per-token affine {stats['ln_gap']:.1e}")
     d = stats["ddpm"]
     print(f"  {d['n']} samples: DDPM 1000 steps FD {d['fd_ddpm']:.2f} ({d['s_ddpm']:.1f} s), DDIM FD "
-          f"{d['fd_ddim']:.2f} ({d['s_ddim']:.1f} s)")
-    print("  classifier accuracy on x_t: " + ", ".join(f"t={t}: {a:.0%}" for t, a in
-                                                        stats["acc_under_noise"].items()))
+          f"{d['fd_ddim']:.2f} ({d['s_ddim']:.1f} s); FD sampling noise at this size {d['noise']:.2f}")
+    accs = ", ".join(f"t={t}: {a:.0%}" for t, a in stats["acc_under_noise"].items())
+    print(f"  classifier (HybViT p_x = {stats['view_px']}) accuracy on x_t: {accs}")
     print(f"  HybViT's classifier agrees with the judge on {stats['self_agree']:.1%} of its own samples")
     for v in stats["verdicts"]:
         print("  - " + v)
