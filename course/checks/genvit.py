@@ -1,0 +1,322 @@
+"""Checks for chapter 4, `genvit`: GenViT's forward pass, HybViT's two heads and the hybrid loss."""
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from course.checks.kit import (compare_forward, exercise, expect, expect_close, mistake, random_pair, seeded,
+                               wrong_outputs)
+from course.exercises import reference_module
+
+
+def _layers():
+    return reference_module("layers")
+
+
+def _q_sample(*args):
+    return reference_module("diffusion").q_sample(*args)
+
+
+def _randomize_biases(model, seed: int, std: float = 0.3):
+    """LayerNorm affines and every bias drawn at random (the official init zeroes them, which would hide a swapped
+    scale and shift); the Linear weights keep their xavier init, so activations stay in range."""
+    with seeded(seed), torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or ".norm" in name or "mlp_head.0" in name:
+                p.add_(std * torch.randn_like(p))
+    return model
+
+
+def _pair(impl_cls, ref_cls, seed, **config):
+    mine, ref = random_pair(impl_cls, ref_cls, seed=seed, norms_only=True, **config)
+    _randomize_biases(ref, seed + 7)
+    mine.load_state_dict(ref.state_dict())
+    return mine, ref
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GenViT.forward
+# ---------------------------------------------------------------------------------------------------------------
+def _genvit(self, x, t=None, y=None, *, return_tokens=False, per_channel=False, one_plus=True, swap=False,
+            ffn=True, inside=False, drop="first", pos=True):
+    """GenViT.forward with one thing changed: the common body of the wrong versions below."""
+    B, C, H, W = x.shape
+    p = self.patch_size
+    L = _layers()
+    h = torch.cat([self.cls_token.expand(B, -1, -1), self.patch_embed(L.patchify(x, p))], dim=1)
+    h = h + self.pos_embedding if pos else h
+    temb = self.time_mlp(t) if t is not None else None
+
+    def mod(u, scale, shift):
+        return u * (1 + scale) + shift if one_plus else u * scale + shift
+
+    for block in self.blocks:
+        scale = shift = None
+        if temb is not None:
+            s = block.time_layer(temb)
+            s = s[:, None, :] if per_channel else s[:, :, None]  # (B, 1, 2(N+1)) would modulate channels
+            scale, shift = s.chunk(2, dim=2 if per_channel else 1)
+            if swap:
+                scale, shift = shift, scale
+        if inside and temb is not None:
+            h = h + block.attn(mod(block.norm1(h), scale, shift))
+            h = h + block.mlp(mod(block.norm2(h), scale, shift) if self.ffn_time else block.norm2(h))
+            continue
+        if temb is not None:
+            h = mod(h, scale, shift)
+        h = h + block.attn(block.norm1(h))
+        if temb is not None and self.ffn_time and ffn:
+            h = mod(h, scale, shift)
+        h = h + block.mlp(block.norm2(h))
+    if return_tokens:
+        return h
+    h = h[:, 1:] if drop == "first" else h[:, :-1]
+    return L.unpatchify(self.recon_head(h), p, (H // p, W // p))
+
+
+@mistake("genvit.GenViT.forward", "the time modulation is per channel (a (B, 1, D) scale); GenViT's is per token: "
+                                  "reshape time_layer's output to (B, 2(N+1), 1) and chunk along dim 1")
+def _(self, x, t=None, y=None, *, return_tokens=False):
+    return _genvit(self, x, t, y, return_tokens=return_tokens, per_channel=True)
+
+
+@mistake("genvit.GenViT.forward", "the `1 +` is missing: x · scale + shift instead of x · (1 + scale) + shift")
+def _(self, x, t=None, y=None, *, return_tokens=False):
+    return _genvit(self, x, t, y, return_tokens=return_tokens, one_plus=False)
+
+
+@mistake("genvit.GenViT.forward", "scale and shift are swapped (chunk order: scale first, then shift)")
+def _(self, x, t=None, y=None, *, return_tokens=False):
+    return _genvit(self, x, t, y, return_tokens=return_tokens, swap=True)
+
+
+@mistake("genvit.GenViT.forward", "the modulation is applied only before the attention; with `ffn_time` it is "
+                                  "applied again before the MLP")
+def _(self, x, t=None, y=None, *, return_tokens=False):
+    return _genvit(self, x, t, y, return_tokens=return_tokens, ffn=False)
+
+
+@mistake("genvit.GenViT.forward", "the modulation is applied to the LayerNorm's output inside the sub-block "
+                                  "(adaLN style); GenViT modulates the residual stream x itself, before norm1")
+def _(self, x, t=None, y=None, *, return_tokens=False):
+    return _genvit(self, x, t, y, return_tokens=return_tokens, inside=True)
+
+
+@mistake("genvit.GenViT.forward", "the last token is dropped before the head; the CLS token is at index 0, so "
+                                  "keep tokens[:, 1:]")
+def _(self, x, t=None, y=None, *, return_tokens=False):
+    return _genvit(self, x, t, y, return_tokens=return_tokens, drop="last")
+
+
+@mistake("genvit.GenViT.forward", "the position embedding is missing (add pos_embedding to [CLS, tokens])")
+def _(self, x, t=None, y=None, *, return_tokens=False):
+    return _genvit(self, x, t, y, return_tokens=return_tokens, pos=False)
+
+
+@exercise("genvit.GenViT.forward")
+def check_GenViT_forward(impl, ref):
+    configs = [
+        # The first has D = N + 1 (10 = 9 patches + CLS), so a per-channel modulation runs and can be named.
+        dict(img_size=6, patch_size=2, in_channels=1, dim=10, depth=2, heads=2, dim_head=4, mlp_ratio=2),
+        dict(img_size=8, patch_size=2, in_channels=1, dim=32, depth=2, heads=2, dim_head=8, mlp_ratio=2),
+        dict(img_size=8, patch_size=4, in_channels=3, dim=16, depth=1, heads=1, dim_head=8, mlp_ratio=2,
+             ffn_time=False),
+    ]
+    batches = (3, 2, 1)
+    for i, (config, B) in enumerate(zip(configs, batches)):
+        mine, theirs = _pair(impl.GenViT, ref.GenViT, 400 + i, **config)
+        with seeded(420 + i):
+            x = torch.randn(B, config["in_channels"], config["img_size"], config["img_size"])
+            t = torch.randint(0, 1000, (B,))
+        what = f"GenViT(patch {config['patch_size']}, D {config['dim']}) on {tuple(x.shape)}"
+        compare_forward(mine, theirs, (x, t), exercise="genvit.GenViT.forward", what=what, atol=1e-4,
+                        hint="tokens = [CLS, patch_embed(patchify(x))] + pos; per block: scale, shift = "
+                             "time_layer(time_mlp(t)) as (B, 2(N+1), 1) chunked; x = x·(1+scale)+shift; "
+                             "x += attn(norm1 x); (again with ffn_time); x += mlp(norm2 x); recon_head(x[:, 1:]).")
+        compare_forward(mine, theirs, (x, None), exercise="genvit.GenViT.forward", atol=1e-4,
+                        what=f"{what} with t=None and return_tokens=True", kwargs={"return_tokens": True},
+                        hint="t=None skips the time modulation entirely; return_tokens returns the (B, N+1, D) "
+                             "tokens after the blocks, CLS first.")
+        with torch.no_grad():
+            base = mine(x, t)
+            expect(not torch.allclose(base, mine(x, (t + 397) % 1000)),
+                   f"{what}: the output does not depend on the timestep t.")
+    return ("outputs and gradients match for D = N + 1 (6×6 input), D ≠ N + 1, patch 2 and 4, 1 and 3 channels, "
+            "ffn_time on and off, batch 1; t=None skips the modulation and return_tokens gives the tokens (atol 1e-4).")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HybViT.classify
+# ---------------------------------------------------------------------------------------------------------------
+def _tokens(self, x, t=None):
+    return reference_module("genvit").GenViT.forward(self, x, t, return_tokens=True)
+
+
+@mistake("genvit.HybViT.classify", "the classifier is given a timestep (t = 0); HybViT classifies with t = None, "
+                                   "no time modulation at all")
+def _(self, x):
+    return self.mlp_head(_tokens(self, x, torch.zeros(x.shape[0], dtype=torch.long))[:, 0])
+
+
+@mistake("genvit.HybViT.classify", "the tokens are mean-pooled; the classifier reads the CLS token (index 0)")
+def _(self, x):
+    return self.mlp_head(_tokens(self, x).mean(dim=1))
+
+
+@mistake("genvit.HybViT.classify", "the LayerNorm of mlp_head is skipped (CLS → LayerNorm → Linear)")
+def _(self, x):
+    return self.mlp_head[1](_tokens(self, x)[:, 0])
+
+
+@mistake("genvit.HybViT.classify", "the last token is read instead of the CLS token (index 0)")
+def _(self, x):
+    return self.mlp_head(_tokens(self, x)[:, -1])
+
+
+@exercise("genvit.HybViT.classify")
+def check_HybViT_classify(impl, ref):
+    configs = [dict(img_size=8, patch_size=2, in_channels=1, dim=32, depth=2, heads=2, dim_head=8, num_classes=10),
+               dict(img_size=8, patch_size=4, in_channels=3, dim=16, depth=1, heads=1, dim_head=8, num_classes=3)]
+    for i, (config, B) in enumerate(zip(configs, (2, 1))):
+        mine, theirs = _pair(impl.HybViT, ref.HybViT, 500 + i, **config)
+        with seeded(520 + i):
+            x = torch.randn(B, config["in_channels"], 8, 8)
+        compare_forward(mine, theirs, (x,), method="classify", exercise="genvit.HybViT.classify", atol=1e-4,
+                        what=f"HybViT.classify ({config['num_classes']} classes) on {tuple(x.shape)}",
+                        hint="mlp_head(GenViT.forward(self, x, None, return_tokens=True)[:, 0]).")
+    return ("logits and gradients match for 10 and 3 classes, batch 1; no timestep, the CLS token, LayerNorm → "
+            "Linear (atol 1e-4).")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HybViT.denoise
+# ---------------------------------------------------------------------------------------------------------------
+@mistake("genvit.HybViT.denoise", "the timestep is not passed on (t = None skips the time modulation)")
+def _(self, x_t, t):
+    return reference_module("genvit").GenViT.forward(self, x_t, None)
+
+
+@mistake("genvit.HybViT.denoise", "t is rescaled to [0, 1) (t / 1000); GenViT's time features take the raw integer "
+                                  "timestep")
+def _(self, x_t, t):
+    return reference_module("genvit").GenViT.forward(self, x_t, t.float() / 1000)
+
+
+@exercise("genvit.HybViT.denoise")
+def check_HybViT_denoise(impl, ref):
+    config = dict(img_size=8, patch_size=2, in_channels=1, dim=32, depth=2, heads=2, dim_head=8, num_classes=10)
+    mine, theirs = _pair(impl.HybViT, ref.HybViT, 600, **config)
+    for i, B in enumerate((2, 1)):
+        with seeded(610 + i):
+            x = torch.randn(B, 1, 8, 8)
+            t = torch.randint(0, 1000, (B,))
+        compare_forward(mine, theirs, (x, t), method="denoise", exercise="genvit.HybViT.denoise", atol=1e-4,
+                        what=f"HybViT.denoise on {tuple(x.shape)}", hint="GenViT.forward(self, x_t, t).")
+        mine.zero_grad()
+        theirs.zero_grad()
+    return "ε̂ and gradients match the reference's GenViT forward pass with the raw timestep (batch 2 and 1)."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# hybrid_loss
+# ---------------------------------------------------------------------------------------------------------------
+def _hybrid(model, x0, t, noise, x_cls, y_cls, alphas_cumprod, *, px=100.0, pyx=1.0, loss_type="l1",
+            label_smoothing=0.1, swap=False, l2=False, cls_on="x_cls", denoise_clean=False, smoothing=True):
+    """hybrid_loss with one thing changed: the common body of the wrong versions below."""
+    if swap:
+        px, pyx = pyx, px
+    total = 0.0
+    x_t = _q_sample(x0, t, noise, alphas_cumprod)
+    if px:
+        eps = model.denoise(x0 if denoise_clean else x_t, t)
+        l2 = l2 or loss_type != "l1"
+        total = total + px * (F.mse_loss(eps, noise) if l2 else F.l1_loss(eps, noise))
+    if pyx:
+        inputs = {"x_cls": x_cls, "x_t": x_t, "x0": x0}[cls_on]
+        total = total + pyx * F.cross_entropy(model.classify(inputs), y_cls,
+                                              label_smoothing=label_smoothing if smoothing else 0.0)
+    return total
+
+
+@mistake("genvit.hybrid_loss", "the loss weights are swapped: px multiplies the diffusion term, pyx the "
+                               "cross-entropy")
+def _(*args, **kwargs):
+    return _hybrid(*args, **kwargs, swap=True)
+
+
+@mistake("genvit.hybrid_loss", "L2 (mean squared error) instead of L1 on ε: GenViT's default loss is the mean "
+                               "absolute error")
+def _(*args, **kwargs):
+    return _hybrid(*args, **kwargs, l2=True)
+
+
+@mistake("genvit.hybrid_loss", "the classifier sees the noisy x_t of the generative batch; it is trained on the "
+                               "clean classification batch x_cls")
+def _(*args, **kwargs):
+    return _hybrid(*args, **kwargs, cls_on="x_t")
+
+
+@mistake("genvit.hybrid_loss", "both terms use the generative batch x0; the cross-entropy is on the other batch, "
+                               "x_cls")
+def _(*args, **kwargs):
+    return _hybrid(*args, **kwargs, cls_on="x0")
+
+
+@mistake("genvit.hybrid_loss", "the denoiser is given the clean x0 instead of x_t = q_sample(x0, t, noise)")
+def _(*args, **kwargs):
+    return _hybrid(*args, **kwargs, denoise_clean=True)
+
+
+@mistake("genvit.hybrid_loss", "label_smoothing is not passed to the cross-entropy")
+def _(*args, **kwargs):
+    return _hybrid(*args, **kwargs, smoothing=False)
+
+
+@exercise("genvit.hybrid_loss")
+def check_hybrid_loss(impl, ref):
+    config = dict(img_size=8, patch_size=2, in_channels=1, dim=32, depth=2, heads=2, dim_head=8, num_classes=10)
+    with seeded(700):
+        model = ref.HybViT(**config)
+    _randomize_biases(model, 701)
+    with torch.no_grad():
+        model.mlp_head[1].weight.mul_(5.0)  # confident logits, so that the classification term tells inputs apart
+    ab = reference_module("diffusion").Diffusion().alphas_cumprod
+    with seeded(710):
+        x0, noise, x_cls = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
+        t = torch.randint(0, 1000, (4,))
+        y_cls = torch.randint(0, 10, (4,))
+    cases = [
+        ("with the official weights (px 100, pyx 1)", {}),
+        ("with px 1, pyx 2, L2", dict(px=1.0, pyx=2.0, loss_type="l2")),
+        ("with px 1, pyx 1, label_smoothing 0", dict(px=1.0, label_smoothing=0.0)),
+        ("with px 1, pyx 1", dict(px=1.0)),
+    ]
+    for what, kwargs in cases:
+        a, b = copy.deepcopy(model), copy.deepcopy(model)
+        args = (x0, t, noise, x_cls, y_cls, ab)
+        with seeded(720):
+            want = ref.hybrid_loss(b, *args, **kwargs)
+        with seeded(720):
+            got = impl.hybrid_loss(a, *args, **kwargs)
+        expect_close(got, want, what=f"hybrid_loss {what}", atol=1e-5, rtol=1e-5,
+                     mistakes=wrong_outputs("genvit.hybrid_loss", b, *args, seed=720, **kwargs),
+                     hint="px · L1(model.denoise(q_sample(x0, t, noise), t), noise) + pyx · cross_entropy("
+                          "model.classify(x_cls), y_cls, label_smoothing=...).")
+        want.backward()
+        got.backward()
+        for (name, p), (_, q) in zip(b.named_parameters(), a.named_parameters()):
+            expect(q.grad is not None or p.grad is None, f"hybrid_loss {what}: `{name}` gets no gradient.")
+            if p.grad is not None:
+                expect_close(q.grad, p.grad, what=f"hybrid_loss {what}: the gradient of `{name}`", atol=1e-4,
+                             rtol=1e-4)
+    # A term with weight 0 is not computed: its batch may be None.
+    gen_only = impl.hybrid_loss(copy.deepcopy(model), x0, t, noise, None, None, ab, pyx=0.0)
+    expect_close(gen_only, ref.hybrid_loss(model, x0, t, noise, None, None, ab, pyx=0.0),
+                 what="hybrid_loss with pyx=0 and no classification batch", atol=1e-5,
+                 hint="pyx = 0 is GenViT: compute only the diffusion term.")
+    cls_only = impl.hybrid_loss(copy.deepcopy(model), None, None, None, x_cls, y_cls, ab, px=0.0)
+    expect_close(cls_only, ref.hybrid_loss(model, None, None, None, x_cls, y_cls, ab, px=0.0),
+                 what="hybrid_loss with px=0 and no generative batch", atol=1e-5,
+                 hint="px = 0 trains the classifier only: compute only the cross-entropy.")
+    return ("the loss and every parameter's gradient match for the official weights, other weights with L2, no "
+            "label smoothing; a term with weight 0 is skipped (pyx=0 without x_cls, px=0 without x0).")
