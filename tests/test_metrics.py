@@ -35,7 +35,7 @@ def test_a_damaged_judge_cache_is_retrained(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
     monkeypatch.setattr(m, "_JUDGES", {})
     fresh = m.Judge(m.DigitJudge(), 8, 0.5, np.zeros(128), np.eye(128))
-    monkeypatch.setattr(m, "train_judge", lambda size, verbose=False: fresh)  # stands in for a retraining
+    monkeypatch.setattr(m, "train_judge", lambda size, **kwargs: fresh)  # stands in for a retraining
     (tmp_path / f"judge-digits-8-v{m.JUDGE_VERSION}.pt").write_bytes(b"garbage")
     assert m.load_judge(8) is fresh
     assert "could not be read" in capsys.readouterr().out
