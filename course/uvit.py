@@ -191,9 +191,9 @@ uvit_models = {
     "U-ViT-L/4 ImageNet-512": _config("L", img_size=64, patch_size=4, in_chans=4, num_classes=1001),
 }
 
-# The course's U-ViT for 8×8 digits: 7 blocks (3 in, mid, 3 out: 3 long skips), 96 wide, 4 heads; 10 classes
+# The course's U-ViT for 8×8 digits: 7 blocks (3 in, mid, 3 out: 3 long skips), 64 wide, 4 heads; 10 classes
 # plus the null label (num_classes = 11 rows). Keywords override, e.g. patch_size=1 or skip="add".
-COURSE_DEFAULTS = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=96, depth=6, num_heads=4, mlp_ratio=4,
+COURSE_DEFAULTS = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=64, depth=6, num_heads=4, mlp_ratio=4,
                        qkv_bias=False, mlp_time_embed=False, num_classes=11, conv=True, skip=True)
 
 

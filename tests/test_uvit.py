@@ -203,11 +203,11 @@ def test_ablation_variants():
     assert all(isinstance(b, uvit.AddSkipBlock) for b in add.out_blocks)
     assert all(b.skip_linear is None for b in none.out_blocks)
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert n(base) - n(add) == 3 * (2 * 96 * 96 + 96) and n(add) == n(none)
+    assert n(base) - n(add) == 3 * (2 * 64 * 64 + 64) and n(add) == n(none)
     ada = uvit.AdaLNUViT(**uvit.COURSE_DEFAULTS)
-    assert ada.extras == 0 and ada.pos_embed.shape == (1, 16, 96)
+    assert ada.extras == 0 and ada.pos_embed.shape == (1, 16, 64)
     with torch.no_grad():
-        tokens, c = torch.randn(2, 16, 96), torch.randn(2, 96)
+        tokens, c = torch.randn(2, 16, 64), torch.randn(2, 64)
         assert all(torch.equal(b(tokens, c), tokens) for b in ada.blocks[:4])  # adaLN-Zero: identity blocks
         for m in (add, none, ada, uvit.create_uvit(conv=False), uvit.create_uvit(patch_size=1)):
             out = m(x, t, y)
