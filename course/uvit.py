@@ -4,7 +4,7 @@
 """Chapter 3: U-ViT, a ViT backbone for diffusion in which every input is a token.
 
 Paper: Bao, Nie, Xue, Cao, Li, Su & Zhu, "All are Worth Words: A ViT Backbone for Diffusion Models" (CVPR 2023).
-The classes mirror the paper's Figure 1 and the official `libs/uvit.py`: the same constructor keywords, parameter
+The classes mirror the paper's overview figure and the official `libs/uvit.py`: the same constructor keywords, parameter
 names, block order and initialisation, so that an official U-ViT state dict loads into `UViT` with
 `load_state_dict(..., strict=True)` and gives the same output.
 
@@ -17,9 +17,10 @@ names, block order and initialisation, so that an official U-ViT state dict load
     norm -> decoder_pred (B, extras + N, p·p·C) -> drop the extras -> unpatchify -> final_layer (3×3 conv)
 
 Classes and null label. The official keyword `num_classes` is the number of rows of the label table; the
-ImageNet configs pass 1001 = 1000 classes + one row that the training data loader uses as the "no label" of
-classifier-free guidance (index 1000). The course keeps that meaning for the keyword, so official weights load:
-`UViT(..., num_classes=11)` is a U-ViT for 10 digit classes plus the null label 10. The *attribute*
+ImageNet 256 and 512 configs pass 1001 = 1000 classes + one row that the training data loader uses as the "no label"
+of classifier-free guidance (index 1000); ImageNet 64, trained without guidance, passes 1000. The course keeps that
+meaning for the keyword, so official weights load: `UViT(..., num_classes=11)` is a U-ViT for 10 digit classes plus
+the null label 10. The *attribute*
 `self.num_classes` is what the course's training loop and sampler read as the null label (chapters 0-2): here
 `num_classes - 1`, i.e. 10 (None when unconditional). And where the official forward needs a label whenever the
 model is class-conditional, the course's `y=None` means that null label.
