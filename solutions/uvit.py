@@ -13,14 +13,13 @@ names, block order and initialisation, so that an official U-ViT state dict load
     starts with skip_linear(cat([x, skip], -1)), a Linear(2D, D)): (#blocks − 1)/2 long skips
     norm -> decoder_pred (B, extras + N, p·p·C) -> drop the extras -> unpatchify -> final_layer (3×3 conv)
 
-Classes and null label. The official keyword `num_classes` is the number of rows of the label table; the
-ImageNet 256 and 512 configs pass 1001 = 1000 classes + one row that the training data loader uses as the "no label"
-of classifier-free guidance (index 1000); ImageNet 64, trained without guidance, passes 1000. The course keeps that
+Classes and null label. The official keyword `num_classes` is the number of rows of the label table; the ImageNet
+256 and 512 configs pass 1001 = 1000 classes + one row that the training data loader uses as the "no label" of
+classifier-free guidance (index 1000); ImageNet 64, trained without guidance, passes 1000. The course keeps that
 meaning for the keyword, so official weights load: `UViT(..., num_classes=11)` is a U-ViT for 10 digit classes plus
-the null label 10. The *attribute*
-`self.num_classes` is what the course's training loop and sampler read as the null label (chapters 0-2): here
-`num_classes - 1`, i.e. 10 (None when unconditional). And where the official forward needs a label whenever the
-model is class-conditional, the course's `y=None` means that null label.
+the null label 10. The *attribute* `self.num_classes` is what the course's training loop and sampler read as the
+null label (chapters 0-2): here `num_classes - 1`, i.e. 10 (None when unconditional). And where the official forward
+needs a label whenever the model is class-conditional, the course's `y=None` means that null label.
 
 Below the model: the paper's configurations (`uvit_models`), the course's small ones for 8×8 digits, and the
 variants of the chapter's ablations (long skips added or left out, time and label through adaLN-Zero instead of
