@@ -25,7 +25,8 @@ def main() -> None:
     stats, wall = run_notebook(ROOT / "book" / "07_summary.ipynb", REPORT)
     print(f"chapter 7, profile `{stats['profile']}`, {os.cpu_count()} CPU cores: whole notebook {wall:.1f} s")
     print(f"  {stats['steps']} steps, seeds {stats['seeds']}; FD floor {stats['fd_floor']:.2f}")
-    print(f"  {'backbone':8s} {'params':>8s} {'MFLOP':>6s} {'steps/s':>8s} {'FD':>7s} {'sd':>6s} {'acc':>6s} {'sd':>5s}")
+    print(f"  {'backbone':8s} {'params':>8s} {'MFLOP':>6s} {'steps/s':>8s} {'FD':>7s} {'sd':>6s} {'acc':>6s} "
+          f"{'sd':>5s}")
     for name, t in sorted(stats["table"].items(), key=lambda kv: kv[1]["fd"]):
         print(f"  {name:8s} {t['params'] / 1e6:7.2f}M {t['mflop']:6.1f} {t['steps/s']:8.1f} {t['fd']:7.2f} "
               f"{t['fd_sd']:6.2f} {t['acc']:6.1%} {t['acc_sd']:5.1%}")

@@ -113,7 +113,8 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, alphas_
         σ   = η · √((1 − ᾱ_prev) / (1 − ᾱ_t)) · √(1 − ᾱ_t / ᾱ_prev)
         x_prev = √ᾱ_prev · x̂_0 + √(1 − ᾱ_prev − σ²) · ε + σ z
 
-    η = 0 is the deterministic DDIM sampler; η = 1 gives σ² = β̃_t, the DDPM posterior's variance. `noise` (z) is needed when η > 0.
+    η = 0 is the deterministic DDIM sampler; η = 1 gives σ² = β̃_t, the DDPM posterior's variance. `noise` (z) is
+    needed when η > 0.
     """
     # BEGIN SOLUTION
     a_t = alphas_cumprod[t].item()

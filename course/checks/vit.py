@@ -100,7 +100,8 @@ def _(self, x, t, y=None):
     B, C, H, W = x.shape
     p = self.patch_size
     y = torch.full_like(t, self.num_classes) if y is None else y
-    tokens = self.x_embedder(x) + self.pos_embed_for(H // p, W // p) + (self.t_embedder(t) + self.y_embedder(y))[:, None]
+    c = self.t_embedder(t) + self.y_embedder(y)  # (B, D)
+    tokens = self.x_embedder(x) + self.pos_embed_for(H // p, W // p) + c[:, None]
     for block in self.blocks:
         tokens = block(tokens)
     return self.head(self.norm(tokens)).reshape(B, C, H, W)
@@ -108,8 +109,8 @@ def _(self, x, t, y=None):
 
 mistake_edit("vit.ViTDenoiser.forward", "the stored pos_embed is added whatever the input size (use "
              "pos_embed_for(H/p, W/p))", "self.pos_embed_for(H // p, W // p)", "self.pos_embed", says="raised")
-mistake_edit("vit.ViTDenoiser.forward", "unpatchify gets the grid as (W/p, H/p)", "unpatchify(out, p, (H // p, W // p))",
-             "unpatchify(out, p, (W // p, H // p))", says="should have shape")
+mistake_edit("vit.ViTDenoiser.forward", "unpatchify gets the grid as (W/p, H/p)",
+             "unpatchify(out, p, (H // p, W // p))", "unpatchify(out, p, (W // p, H // p))", says="should have shape")
 
 
 @exercise("vit.ViTDenoiser.forward")
