@@ -68,40 +68,34 @@ def check_modulate(impl, ref):
 # ---------------------------------------------------------------------------------------------------------------
 # LabelEmbedder.token_drop
 # ---------------------------------------------------------------------------------------------------------------
+def _drop(self, labels, train, force_drop_ids, *, obey_train=True, keep_below=False, null=None):
+    """token_drop with one slip: the common body of the wrong versions below."""
+    if force_drop_ids is not None:
+        drop = force_drop_ids == 1
+    elif (train or not obey_train) and self.dropout_prob > 0:
+        u = torch.rand(labels.shape[0], device=labels.device)
+        drop = u > self.dropout_prob if keep_below else u < self.dropout_prob
+    else:
+        return labels
+    return torch.where(drop, torch.full_like(labels, self.num_classes if null is None else null), labels)
+
+
 @mistake("dit.LabelEmbedder.token_drop", "labels are dropped at evaluation too (train is ignored)",
          says="train=False")
 def _(self, labels, train, force_drop_ids=None):
-    if force_drop_ids is not None:
-        drop = force_drop_ids == 1
-    elif self.dropout_prob > 0:
-        drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
-    else:
-        return labels
-    return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+    return _drop(self, labels, train, force_drop_ids, obey_train=False)
 
 
 @mistake("dit.LabelEmbedder.token_drop", "the comparison is reversed (rand > dropout_prob keeps too few labels)",
          says="`<`, not `>`")
 def _(self, labels, train, force_drop_ids=None):
-    if force_drop_ids is not None:
-        drop = force_drop_ids == 1
-    elif train and self.dropout_prob > 0:
-        drop = torch.rand(labels.shape[0], device=labels.device) > self.dropout_prob
-    else:
-        return labels
-    return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+    return _drop(self, labels, train, force_drop_ids, keep_below=True)
 
 
 @mistake("dit.LabelEmbedder.token_drop", "a dropped label becomes num_classes - 1 (a real class)",
          says="null label")
 def _(self, labels, train, force_drop_ids=None):
-    if force_drop_ids is not None:
-        drop = force_drop_ids == 1
-    elif train and self.dropout_prob > 0:
-        drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
-    else:
-        return labels
-    return torch.where(drop, torch.full_like(labels, self.num_classes - 1), labels)
+    return _drop(self, labels, train, force_drop_ids, null=self.num_classes - 1)
 
 
 @mistake("dit.LabelEmbedder.token_drop", "force_drop_ids is ignored", says="force_drop_ids")
