@@ -5,7 +5,7 @@
 One training step = sample t and ε, forward, ε-MSE, backward, AdamW step (fused on CUDA), as in the official
 recipe without its EMA. Printed per configuration: steps/s, images/s and achieved TFLOP/s, where the FLOPs of one
 step (forward + backward) are counted by `torch.utils.flop_counter`, which counts 2 FLOPs per multiply-add (the DiT
-paper's "Gflops" count multiply-adds, i.e. half as many).
+paper's "Gflops" count multiply-adds, i.e. half as many); the counts come from `course.flops`.
 
 - CPU: the course's DiT (DiT-Ti/2: depth 4, width 128, 4 heads, patch 2) on 8×8×1 digits, batch 128.
 - CUDA (only if torch.cuda.is_available()): DiT-S/2 and DiT-B/2 of the paper at 32×32×4 latents, 1000 classes,
@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from course.config import PROFILE  # noqa: E402
 from course.exercises import reference_module  # noqa: E402
+from course.flops import forward_flops, training_step_flops  # noqa: E402
 
 dit = reference_module("dit")
 ALPHAS_CUMPROD = reference_module("diffusion").Diffusion().alphas_cumprod.float()
@@ -56,18 +55,19 @@ def make_step(model, optimizer, batch: int, shape: tuple[int, int, int], num_cla
     return step
 
 
-def count_step_flops(make_model, batch: int, shape, num_classes: int) -> float:
-    """FLOPs (2 per multiply-add) of one forward + backward pass of `batch` images, counted on the meta device."""
+def count_step_flops(make_model, batch: int, shape) -> float:
+    """FLOPs (2 per multiply-add) of one forward + backward pass of `batch` images (`course.flops`, meta device)."""
     with torch.device("meta"):
         model = make_model()
-    C, H, W = shape
-    x = torch.randn(batch, C, H, W, device="meta")
-    t = torch.zeros(batch, dtype=torch.long, device="meta")
-    y = torch.zeros(batch, dtype=torch.long, device="meta")
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(x, t, y)[:, :C].square().mean().backward()
-    return float(counter.get_total_flops())
+    y = torch.zeros(batch, dtype=torch.long)
+    return float(training_step_flops(model, (batch, *shape), y=y))
+
+
+def count_forward_flops(make_model, shape) -> float:
+    """FLOPs (2 per multiply-add) of one forward pass of one image (`course.flops`, meta device)."""
+    with torch.device("meta"):
+        model = make_model()
+    return float(forward_flops(model, (1, *shape), y=torch.zeros(1, dtype=torch.long)))
 
 
 def sync(device):
@@ -130,8 +130,8 @@ def main() -> int:
     cpu = torch.device("cpu")
     make = dit.course_models["DiT-Ti/2"]
     batch, shape = 128, (1, 8, 8)
-    flops = count_step_flops(make, batch, shape, 10)
-    print(f"DiT-Ti/2 (course, 8×8×1): {dit.forward_flops(make()) / 1e9:.4f} GFLOP forward per image; "
+    flops = count_step_flops(make, batch, shape)
+    print(f"DiT-Ti/2 (course, 8×8×1): {count_forward_flops(make, shape) / 1e9:.4f} GFLOP forward per image; "
           f"{flops / 1e9:.1f} GFLOP per training step of {batch}", flush=True)
     warmup, steps = PROFILE.pick(ci=(2, 3), cpu=(5, 30), gpu=(5, 30))
     for mode in modes:
@@ -149,9 +149,8 @@ def main() -> int:
         for name in ("DiT-S/2", "DiT-B/2"):
             make = dit.DiT_models[name]
             batch, shape = 256, (4, 32, 32)
-            flops = count_step_flops(make, batch, shape, 1000)
-            with torch.device("meta"):
-                forward = dit.forward_flops(make())
+            flops = count_step_flops(make, batch, shape)
+            forward = count_forward_flops(make, shape)
             print(f"{name}: {forward / 1e9:.2f} GFLOP forward per image ({forward / 2e9:.2f} paper Gflops); "
                   f"{flops / 1e12:.2f} TFLOP per training step of {batch}", flush=True)
             for mode in modes:

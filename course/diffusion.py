@@ -117,7 +117,7 @@ class Diffusion:
     """A noise schedule with the loss and the two samplers built from the exercises above.
 
     >>> diffusion = Diffusion(T=1000, schedule="cosine")
-    >>> loss = diffusion.loss(model, x0, y, p_uncond=0.1, num_classes=10)
+    >>> loss = diffusion.loss(model, x0, y, p_uncond=0.1, num_classes=10)   # p_uncond=0 for DiT (see `loss`)
     >>> x = diffusion.sample(model, (16, 1, 8, 8), y=labels, steps=20, w=2.0)
     """
 
@@ -134,7 +134,20 @@ class Diffusion:
     def loss(self, model, x0: torch.Tensor, y: torch.Tensor | None = None, *, p_uncond: float = 0.0,
              num_classes: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw t uniformly and ε ~ N(0, I), drop labels to the null class with probability `p_uncond`, and
-        return `ddpm_loss`. Random numbers come from `generator` (on the CPU) for reproducible training."""
+        return `ddpm_loss`. Random numbers come from `generator` (on the CPU) for reproducible training.
+
+        Label dropout has one home per model. Models without their own (the U-Net and ViT of chapters 0-1) get it
+        here, with `p_uncond > 0`. A model that drops labels itself, as DiT's `LabelEmbedder` does while training
+        (`model.y_embedder.dropout_prob > 0`, the official code's design), owns it: asking for `p_uncond > 0` as
+        well would drop labels twice, so it raises a ValueError; pass `p_uncond=0` for such a model.
+        """
+        own = getattr(getattr(model, "y_embedder", None), "dropout_prob", 0.0)
+        if y is not None and p_uncond > 0 and isinstance(own, (int, float)) and own > 0:
+            raise ValueError(
+                f"labels would be dropped twice: Diffusion.loss(p_uncond={p_uncond:g}) drops them here, and the "
+                f"model drops them itself (model.y_embedder.dropout_prob={own:g}, DiT's label dropout while "
+                "training). Keep one: pass p_uncond=0 (train(..., p_uncond=0.0)) to let the model do it, or build "
+                "the model with class_dropout_prob=0 to do it here.")
         B = x0.shape[0]
         t = torch.randint(0, self.T, (B,), generator=generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)

@@ -9,15 +9,14 @@ that an official DiT checkpoint loads into `DiT` with `load_state_dict(..., stri
     y (B,) --LabelEmbedder-----> (B, D) ┴-- c = t + y                   (B, D)
     N × DiTBlock(x, c) --> FinalLayer(x, c) --> (B, N, p·p·C_out) --unpatchify--> (B, C_out, H, W)
 
-Below the model: the paper's configurations by name (`DiT_models`, `DiT-S/2` ... `DiT-XL/8`), the course's small
-ones (`course_models`), the three other conditioning schemes of the paper's ablation (in-context tokens,
-cross-attention, adaLN without zero-init), and a FLOP counter.
+Below the model: the paper's configurations by name (`DiT_models`, `DiT-S/2` ... `DiT-XL/8`) and the course's small
+ones (`course_models`). The three other conditioning schemes of the paper's ablation (in-context tokens,
+cross-attention, adaLN without zero-init) are given code in `course/conditioning.py`, built from these classes.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .layers import Attention, Mlp, PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed, unpatchify
 
@@ -41,6 +40,8 @@ class LabelEmbedder(nn.Module):
 
     With `dropout_prob > 0` the table has one extra row, index `num_classes`: the null label ∅ that the model
     learns as "no class". Ho & Salimans, "Classifier-Free Diffusion Guidance" (NeurIPS 2021 workshop).
+    For a DiT this is the one place labels are dropped: `Diffusion.loss` refuses to drop them a second time
+    (train a DiT with `p_uncond=0`).
     """
 
     def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float):
@@ -296,177 +297,3 @@ def create_dit(name: str, **kwargs) -> DiT:
         return course_models[name](**kwargs)
     raise KeyError(f"unknown DiT configuration {name!r}; the paper's: {', '.join(DiT_models)}; "
                    f"the course's: {', '.join(course_models)}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The conditioning ablation (§3.2, Figure 5 of the paper): three other ways for t and y to reach the blocks
-# ---------------------------------------------------------------------------------------------------------------
-class InContextBlock(nn.Module):
-    """A plain pre-norm ViT block: t and y arrive as two extra tokens of x, so the block ignores c."""
-
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(hidden_size, eps=1e-6)
-        self.attn = Attention(hidden_size, num_heads=num_heads, qkv_bias=True)
-        self.norm2 = nn.LayerNorm(hidden_size, eps=1e-6)
-        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), approximate="tanh")
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))  # (B, 2 + N, D)
-        return x + self.mlp(self.norm2(x))
-
-
-class CrossAttention(nn.Module):
-    """Multi-head attention from the image tokens (queries) to a few condition tokens (keys and values)."""
-
-    def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        B, N, D = x.shape
-        H = self.num_heads
-        q = self.q(x).reshape(B, N, H, D // H).transpose(1, 2)  # (B, H, N, d)
-        k, v = self.kv(context).reshape(B, -1, 2, H, D // H).permute(2, 0, 3, 1, 4)  # (B, H, M, d) each
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, d)
-        return self.proj(out.transpose(1, 2).reshape(B, N, D))
-
-
-class CrossAttentionBlock(nn.Module):
-    """A pre-norm ViT block with a cross-attention layer after self-attention; c is the (B, 2, D) sequence [t, y]."""
-
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(hidden_size, eps=1e-6)
-        self.attn = Attention(hidden_size, num_heads=num_heads, qkv_bias=True)
-        self.norm_cross = nn.LayerNorm(hidden_size, eps=1e-6)
-        self.cross_attn = CrossAttention(hidden_size, num_heads)
-        self.norm2 = nn.LayerNorm(hidden_size, eps=1e-6)
-        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), approximate="tanh")
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))  # (B, N, D)
-        x = x + self.cross_attn(self.norm_cross(x), c)  # (B, N, D), attends to the 2 condition tokens
-        return x + self.mlp(self.norm2(x))
-
-
-class AdaLNBlock(nn.Module):
-    """adaLN without the zero: the LayerNorms are modulated by c (shift, scale), but there is no gate and the
-    modulation keeps its ordinary (xavier) initialisation. Chunks: shift_msa, scale_msa, shift_mlp, scale_mlp."""
-
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(hidden_size, num_heads=num_heads, qkv_bias=True)
-        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), approximate="tanh")
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 4 * hidden_size, bias=True))
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift_msa, scale_msa, shift_mlp, scale_mlp = self.adaLN_modulation(c).chunk(4, dim=1)
-        x = x + self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
-        return x + self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
-
-
-class PlainFinalLayer(nn.Module):
-    """LayerNorm (with its own affine parameters) and a Linear: the decoder of the non-adaptive variants."""
-
-    def __init__(self, hidden_size: int, patch_size: int, out_channels: int):
-        super().__init__()
-        self.norm_final = nn.LayerNorm(hidden_size, eps=1e-6)
-        self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels, bias=True)
-
-    def forward(self, x: torch.Tensor, c=None) -> torch.Tensor:
-        return self.linear(self.norm_final(x))
-
-
-CONDITIONINGS = ("in-context", "cross-attention", "adaLN", "adaLN-Zero")
-
-
-class ConditioningDiT(DiT):
-    """DiT with one of the four block designs of the paper's Figure 5, everything else (embedders, widths,
-    initialisation of the shared parts, zero-initialised output Linear) the same:
-
-    - "in-context": t and y are appended to the patch tokens as two more tokens; plain ViT blocks; the two
-      tokens are removed before the final layer (a LayerNorm and a Linear);
-    - "cross-attention": t and y form a 2-token sequence that every block cross-attends to after self-attention;
-    - "adaLN": the LayerNorms are modulated by c = t + y (shift, scale), without gates and without zero-init;
-    - "adaLN-Zero": exactly `DiT`.
-    """
-
-    def __init__(self, conditioning: str = "adaLN-Zero", **kwargs):
-        if conditioning not in CONDITIONINGS:
-            raise ValueError(f"conditioning should be one of {CONDITIONINGS}, got {conditioning!r}")
-        super().__init__(**kwargs)  # DiT's layers, initialised by DiT.initialize_weights
-        self.conditioning = conditioning
-        if conditioning == "adaLN-Zero":
-            return
-        block_class = {"in-context": InContextBlock, "cross-attention": CrossAttentionBlock,
-                       "adaLN": AdaLNBlock}[conditioning]
-        D, depth = self.pos_embed.shape[-1], len(self.blocks)
-        mlp_ratio = self.blocks[0].mlp.fc1.out_features / D
-        self.blocks = nn.ModuleList([block_class(D, self.num_heads, mlp_ratio) for _ in range(depth)])
-        if conditioning != "adaLN":
-            self.final_layer = PlainFinalLayer(D, self.patch_size, self.out_channels)
-        # The new layers get DiT's ordinary initialisation (xavier-uniform, zero bias; LayerNorms at 1 and 0),
-        # with no zeros inside the blocks; the output Linear starts at zero as in every variant.
-        for module in [*self.blocks.modules(), *self.final_layer.modules()]:
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.conditioning == "adaLN-Zero":
-            return super().forward(x, t, y)
-        x = self.x_embedder(x) + self.pos_embed  # (B, N, D)
-        t = self.t_embedder(t)  # (B, D)
-        y = self.y_embedder(y, self.training)  # (B, D)
-        if self.conditioning == "in-context":
-            x, c = torch.cat([t[:, None], y[:, None], x], dim=1), None  # (B, 2 + N, D)
-        elif self.conditioning == "cross-attention":
-            c = torch.stack([t, y], dim=1)  # (B, 2, D)
-        else:
-            c = t + y  # (B, D)
-        for block in self.blocks:
-            x = block(x, c)
-        if self.conditioning == "in-context":
-            x = x[:, 2:]  # drop the condition tokens: (B, N, D)
-        return self.unpatchify(self.final_layer(x, c))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Counting FLOPs
-# ---------------------------------------------------------------------------------------------------------------
-def forward_flops(model: nn.Module, input_size: int | None = None, in_channels: int | None = None,
-                  batch: int = 1) -> float:
-    """FLOPs of one forward pass per image, counted by `torch.utils.flop_counter` (2 per multiply-add).
-
-    The DiT paper's "Gflops" count multiply-adds: divide by 2 to compare (DiT-XL/2 at 32×32×4: 237.2 here,
-    118.6 in the paper). Runs on the meta device, so even DiT-XL/2 is counted in a blink, with no memory.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    input_size = input_size or model.input_size
-    in_channels = in_channels or model.in_channels
-    x = torch.zeros(batch, in_channels, input_size, input_size, device="meta")
-    t = torch.zeros(batch, dtype=torch.long, device="meta")
-    y = torch.zeros(batch, dtype=torch.long, device="meta")
-    meta_model = _to_meta(model)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        meta_model(x, t, y)
-    return counter.get_total_flops() / batch
-
-
-def _to_meta(model: nn.Module) -> nn.Module:
-    """The model itself when it already lives on the meta device, else a copy moved there."""
-    import copy
-
-    if next(model.parameters()).device.type == "meta":
-        return model.eval()
-    return copy.deepcopy(model).to("meta").eval()

@@ -1,61 +1,120 @@
 """Checks for chapter 2, `dit`: DiT's adaLN-Zero blocks, label dropout, initialisation and guidance.
 
 Modules are compared with the reference on random weights (a fresh DiT outputs zeros, which would test nothing),
-forward and backward, at several shapes including batch 1 and a single token.
+forward and backward, at several shapes including batch 1 and a single token. Every plausible mistake is declared
+once below, next to the check that names it.
 """
 import math
 
 import torch
 
-from course.checks.kit import CheckFailed, build_pair, compare_forward, expect, expect_close, expect_tensor, exercise, seeded
-
-CHUNKS = ("shift_msa", "scale_msa", "gate_msa", "shift_mlp", "scale_mlp", "gate_mlp")
-
-
-def _randomize(module: torch.nn.Module, seed: int, std: float = 0.3) -> torch.nn.Module:
-    """Every parameter (including zero-initialised ones and DiT's fixed pos_embed) drawn from N(0, std²)."""
-    with seeded(seed), torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0.0, std)
-    return module
-
-
-def _random_pair(impl_cls, ref_cls, *args, seed: int = 0, std: float = 0.3, **kwargs):
-    """The learner's module and the reference's, with the same random weights."""
-    mine, ref = build_pair(impl_cls, ref_cls, *args, seed=seed, **kwargs)
-    _randomize(ref, seed + 100, std)
-    mine.load_state_dict(ref.state_dict())
-    return mine, ref
+from course.checks.kit import (check_denoiser, compare_forward, exercise, expect, expect_close, expect_tensor,
+                               mistake, mistake_edit, mistakes, patched, random_pair, seeded, wrong_outputs)
+from course.exercises import reference_module
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# modulate
+# ---------------------------------------------------------------------------------------------------------------
+@mistake("dit.modulate", "the `1 +` is missing: x · scale + shift")
+def _(x, shift, scale):
+    return x * scale.unsqueeze(1) + shift.unsqueeze(1)
+
+
+@mistake("dit.modulate", "shift and scale are swapped")
+def _(x, shift, scale):
+    return x * (1 + shift.unsqueeze(1)) + scale.unsqueeze(1)
+
+
+@mistake("dit.modulate", "the shift is scaled too: (x + shift) · (1 + scale)")
+def _(x, shift, scale):
+    return (x + shift.unsqueeze(1)) * (1 + scale.unsqueeze(1))
+
+
+@mistake("dit.modulate", "the shift is not added")
+def _(x, shift, scale):
+    return x * (1 + scale.unsqueeze(1))
+
+
+@mistake("dit.modulate", "shift and scale are broadcast over the batch instead of the tokens (unsqueeze(1) is "
+                         "missing)")
+def _(x, shift, scale):
+    return x * (1 + scale) + shift
+
+
 @exercise("dit.modulate")
 def check_modulate(impl, ref):
-    for B, N, D in ((3, 5, 8), (1, 1, 4), (4, 4, 6)):
+    # (4, 4, 6) first: with B = N a missing unsqueeze(1) broadcasts without an error, and is named.
+    for B, N, D in ((4, 4, 6), (3, 5, 8), (1, 1, 4)):
         with seeded(B * 100 + N * 10 + D):
             x, shift, scale = torch.randn(B, N, D), torch.randn(B, D), torch.randn(B, D)
-        s, b = scale[:, None], shift[:, None]
-        mistakes = {"the `1 +` is missing: x · scale + shift": x * s + b,
-                    "shift and scale are swapped": x * (1 + b) + s,
-                    "the shift is scaled too: (x + shift) · (1 + scale)": (x + b) * (1 + s),
-                    "the shift is not added": x * (1 + s),
-                    "shift and scale are broadcast over the batch instead of the tokens (unsqueeze(1) is missing)":
-                        x * (1 + scale[None]) + shift[None] if B == N else None}
         inputs = [v.clone().requires_grad_() for v in (x, shift, scale)]
         want = ref.modulate(x, shift, scale)
         got = impl.modulate(*inputs)
-        expect_close(got, want, what=f"modulate on x of shape {(B, N, D)}", mistakes=mistakes,
+        expect_close(got, want, what=f"modulate on x of shape {(B, N, D)}",
+                     mistakes=wrong_outputs("dit.modulate", x, shift, scale),
                      hint="x · (1 + scale[:, None]) + shift[:, None]: one (shift, scale) per image, the same for all "
                           "of its N tokens.")
         got.sum().backward()
-        names = ("x", "shift", "scale")
-        for name, v, g in zip(names, inputs, ((1 + s).expand_as(x), torch.full((B, D), float(N)), x.sum(1))):
+        s = scale[:, None]
+        for name, v, g in zip(("x", "shift", "scale"), inputs, ((1 + s).expand_as(x), torch.full((B, D), float(N)),
+                                                                 x.sum(1))):
             expect(v.grad is not None, f"no gradient reaches `{name}`: is it detached?")
             expect_close(v.grad, g, what=f"the gradient with respect to `{name}`", atol=1e-5)
-    return "x · (1 + scale) + shift per image, broadcast over tokens; shapes (3, 5, 8), (1, 1, 4), (4, 4, 6); gradients."
+    return ("x · (1 + scale) + shift per image, broadcast over tokens; shapes (4, 4, 6), (3, 5, 8), (1, 1, 4); "
+            "gradients.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# LabelEmbedder.token_drop
+# ---------------------------------------------------------------------------------------------------------------
+def _drop(self, labels, train, force_drop_ids, *, obey_train=True, keep_below=False, null=None):
+    """token_drop with one slip: the common body of the wrong versions below."""
+    if force_drop_ids is not None:
+        drop = force_drop_ids == 1
+    elif (train or not obey_train) and self.dropout_prob > 0:
+        u = torch.rand(labels.shape[0], device=labels.device)
+        drop = u > self.dropout_prob if keep_below else u < self.dropout_prob
+    else:
+        return labels
+    return torch.where(drop, torch.full_like(labels, self.num_classes if null is None else null), labels)
+
+
+@mistake("dit.LabelEmbedder.token_drop", "labels are dropped at evaluation too (train is ignored)",
+         says="train=False")
+def _(self, labels, train, force_drop_ids=None):
+    return _drop(self, labels, train, force_drop_ids, obey_train=False)
+
+
+@mistake("dit.LabelEmbedder.token_drop", "the comparison is reversed (rand > dropout_prob keeps too few labels)",
+         says="`<`, not `>`")
+def _(self, labels, train, force_drop_ids=None):
+    return _drop(self, labels, train, force_drop_ids, keep_below=True)
+
+
+@mistake("dit.LabelEmbedder.token_drop", "a dropped label becomes num_classes - 1 (a real class)",
+         says="null label")
+def _(self, labels, train, force_drop_ids=None):
+    return _drop(self, labels, train, force_drop_ids, null=self.num_classes - 1)
+
+
+@mistake("dit.LabelEmbedder.token_drop", "force_drop_ids is ignored", says="force_drop_ids")
+def _(self, labels, train, force_drop_ids=None):
+    if not train or self.dropout_prob == 0:
+        return labels
+    drop = torch.rand(labels.shape[0]) < self.dropout_prob
+    return torch.where(drop, self.num_classes, labels)
+
+
+@mistake("dit.LabelEmbedder.token_drop", "the labels are overwritten in place", says="in place")
+def _(self, labels, train, force_drop_ids=None):
+    if force_drop_ids is not None:
+        labels[force_drop_ids == 1] = self.num_classes
+    elif train and self.dropout_prob > 0:
+        labels[torch.rand(labels.shape[0]) < self.dropout_prob] = self.num_classes
+    return labels
+
+
 @exercise("dit.LabelEmbedder.token_drop")
 def check_token_drop(impl, ref):
     num_classes, B = 10, 4000
@@ -107,55 +166,88 @@ def check_token_drop(impl, ref):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def _block_variant(block, x, c, order=CHUNKS, one_plus=True, gates=True, residual=True, mlp_from="mlp",
-                   sequential=True):
-    """The reference block's layers, wired with a deliberate mistake (for `mistakes=`)."""
-    with torch.no_grad():
-        v = dict(zip(order, block.adaLN_modulation(c).chunk(6, dim=1)))
+# DiTBlock.forward
+# ---------------------------------------------------------------------------------------------------------------
+CHUNKS = ("shift_msa", "scale_msa", "gate_msa", "shift_mlp", "scale_mlp", "gate_mlp")
 
-        def mod(h, shift, scale):
-            return h * ((1.0 if one_plus else 0.0) + scale[:, None]) + shift[:, None]
 
-        def gate(name):
-            return v[name][:, None] if gates else 1.0
+def _block(self, x, c, *, order=CHUNKS, one_plus=1.0, gates=True, residual=True, mlp_vectors="mlp",
+           sequential=True):
+    """DiTBlock.forward wired with one deliberate slip: the common body of the wrong versions below."""
+    v = dict(zip(order, self.adaLN_modulation(c).chunk(6, dim=1)))
+    mlp = {"mlp": ("shift_mlp", "scale_mlp", "gate_mlp"), "msa": ("shift_msa", "scale_msa", "gate_msa")}[mlp_vectors]
 
-        h = gate("gate_msa") * block.attn(mod(block.norm1(x), v["shift_msa"], v["scale_msa"]))
-        x1 = x + h if residual else h
-        src = x1 if sequential else x
-        m = v["shift_mlp"], v["scale_mlp"], "gate_mlp"
-        if mlp_from == "msa":
-            m = v["shift_msa"], v["scale_msa"], "gate_msa"
-        h = gate(m[2]) * block.mlp(mod(block.norm2(src), m[0], m[1]))
-        return x1 + h if residual else h
+    def branch(layer, norm, h, shift, scale, gate):
+        out = layer(norm(h) * (one_plus + v[scale][:, None]) + v[shift][:, None])
+        return v[gate][:, None] * out if gates else out
+
+    a = branch(self.attn, self.norm1, x, "shift_msa", "scale_msa", "gate_msa")
+    after = x + a if residual else a
+    m = branch(self.mlp, self.norm2, after if sequential else x, *mlp)
+    return after + m if residual else m
+
+
+@mistake("dit.DiTBlock.forward", "the six chunks are taken in another order (grouped by kind: shifts, then scales, "
+                                 "then gates)")
+def _(self, x, c):
+    return _block(self, x, c, order=("shift_msa", "shift_mlp", "scale_msa", "scale_mlp", "gate_msa", "gate_mlp"))
+
+
+@mistake("dit.DiTBlock.forward", "shift and scale are swapped")
+def _(self, x, c):
+    return _block(self, x, c, order=("scale_msa", "shift_msa", "gate_msa", "scale_mlp", "shift_mlp", "gate_mlp"))
+
+
+@mistake("dit.DiTBlock.forward", "the gate is taken first (gate, shift, scale)")
+def _(self, x, c):
+    return _block(self, x, c, order=("gate_msa", "shift_msa", "scale_msa", "gate_mlp", "shift_mlp", "scale_mlp"))
+
+
+@mistake("dit.DiTBlock.forward", "the MLP's three vectors are taken before the attention's")
+def _(self, x, c):
+    return _block(self, x, c, order=CHUNKS[3:] + CHUNKS[:3])
+
+
+@mistake("dit.DiTBlock.forward", "modulate without the `1 +`")
+def _(self, x, c):
+    return _block(self, x, c, one_plus=0.0)
+
+
+@mistake("dit.DiTBlock.forward", "the gates (gate_msa, gate_mlp) are not applied")
+def _(self, x, c):
+    return _block(self, x, c, gates=False)
+
+
+@mistake("dit.DiTBlock.forward", "the residual connections are missing")
+def _(self, x, c):
+    return _block(self, x, c, residual=False)
+
+
+@mistake("dit.DiTBlock.forward", "the MLP is modulated with the attention's shift, scale and gate")
+def _(self, x, c):
+    return _block(self, x, c, mlp_vectors="msa")
+
+
+@mistake("dit.DiTBlock.forward", "the MLP branch reads the block's input instead of x after the attention branch")
+def _(self, x, c):
+    return _block(self, x, c, sequential=False)
+
+
+mistake_edit("dit.DiTBlock.forward", "the LayerNorms were given their own affine parameters (DiT's have none: "
+             "elementwise_affine=False)",
+             "self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)",
+             "self.norm1 = nn.LayerNorm(hidden_size, eps=1e-6)", says="norm1.weight")
 
 
 @exercise("dit.DiTBlock.forward")
 def check_dit_block(impl, ref):
     cases = ((32, 4, 2, 5), (16, 2, 1, 1), (24, 3, 3, 16))
     for i, (D, heads, B, N) in enumerate(cases):
-        mine, block = _random_pair(impl.DiTBlock, ref.DiTBlock, D, heads, seed=i)
+        mine, block = random_pair(impl.DiTBlock, ref.DiTBlock, D, heads, seed=i)
         with seeded(20 + i):
             x, c = torch.randn(B, N, D), torch.randn(B, D)
-        mistakes = {
-            "the six chunks are taken in another order (grouped by kind: shifts, then scales, then gates)":
-                _block_variant(block, x, c, order=("shift_msa", "shift_mlp", "scale_msa", "scale_mlp", "gate_msa",
-                                                   "gate_mlp")),
-            "shift and scale are swapped": _block_variant(
-                block, x, c, order=("scale_msa", "shift_msa", "gate_msa", "scale_mlp", "shift_mlp", "gate_mlp")),
-            "the gate is taken first (gate, shift, scale)": _block_variant(
-                block, x, c, order=("gate_msa", "shift_msa", "scale_msa", "gate_mlp", "shift_mlp", "scale_mlp")),
-            "the MLP's three vectors are taken before the attention's": _block_variant(
-                block, x, c, order=CHUNKS[3:] + CHUNKS[:3]),
-            "modulate without the `1 +`": _block_variant(block, x, c, one_plus=False),
-            "the gates (gate_msa, gate_mlp) are not applied": _block_variant(block, x, c, gates=False),
-            "the residual connections are missing": _block_variant(block, x, c, residual=False),
-            "the MLP is modulated with the attention's shift, scale and gate": _block_variant(block, x, c,
-                                                                                             mlp_from="msa"),
-            "the MLP branch reads the block's input instead of x after the attention branch":
-                _block_variant(block, x, c, sequential=False),
-        }
-        compare_forward(mine, block, (x, c), what=f"DiTBlock(D={D}, heads={heads}) on x {(B, N, D)}", atol=1e-5,
-                        rtol=1e-4, mistakes=mistakes,
+        compare_forward(mine, block, (x, c), exercise="dit.DiTBlock.forward",
+                        what=f"DiTBlock(D={D}, heads={heads}) on x {(B, N, D)}",
                         hint="chunk adaLN_modulation(c) into 6 in the order shift_msa, scale_msa, gate_msa, "
                              "shift_mlp, scale_mlp, gate_mlp; then x + gate_msa[:, None] · attn(modulate(norm1(x), "
                              "shift_msa, scale_msa)), and the same with norm2, mlp and the *_mlp vectors.")
@@ -164,28 +256,123 @@ def check_dit_block(impl, ref):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# FinalLayer.forward
+# ---------------------------------------------------------------------------------------------------------------
+@mistake("dit.FinalLayer.forward", "shift and scale are swapped (the order is shift, scale)")
+def _(self, x, c):
+    scale, shift = self.adaLN_modulation(c).chunk(2, dim=1)
+    return self.linear(self.norm_final(x) * (1 + scale[:, None]) + shift[:, None])
+
+
+@mistake("dit.FinalLayer.forward", "modulate without the `1 +`")
+def _(self, x, c):
+    shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+    return self.linear(self.norm_final(x) * scale[:, None] + shift[:, None])
+
+
+@mistake("dit.FinalLayer.forward", "the LayerNorm is not applied")
+def _(self, x, c):
+    shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+    return self.linear(x * (1 + scale[:, None]) + shift[:, None])
+
+
 @exercise("dit.FinalLayer.forward")
 def check_final_layer(impl, ref):
     cases = ((32, 2, 1, 2, 5), (16, 4, 3, 1, 1), (24, 1, 2, 3, 4))
     for i, (D, p, C, B, N) in enumerate(cases):
-        mine, layer = _random_pair(impl.FinalLayer, ref.FinalLayer, D, p, C, seed=30 + i)
+        mine, layer = random_pair(impl.FinalLayer, ref.FinalLayer, D, p, C, seed=30 + i)
         with seeded(40 + i):
             x, c = torch.randn(B, N, D), torch.randn(B, D)
-        with torch.no_grad():
-            shift, scale = layer.adaLN_modulation(c).chunk(2, dim=1)
-            n = layer.norm_final(x)
-            mistakes = {"shift and scale are swapped (the order is shift, scale)":
-                            layer.linear(n * (1 + shift[:, None]) + scale[:, None]),
-                        "modulate without the `1 +`": layer.linear(n * scale[:, None] + shift[:, None]),
-                        "the LayerNorm is not applied": layer.linear(x * (1 + scale[:, None]) + shift[:, None])}
-        compare_forward(mine, layer, (x, c), what=f"FinalLayer(D={D}, p={p}, C_out={C}) on x {(B, N, D)}",
-                        atol=1e-5, mistakes=mistakes,
+        compare_forward(mine, layer, (x, c), exercise="dit.FinalLayer.forward",
+                        what=f"FinalLayer(D={D}, p={p}, C_out={C}) on x {(B, N, D)}",
                         hint="shift, scale = adaLN_modulation(c).chunk(2, dim=1); "
                              "linear(modulate(norm_final(x), shift, scale)).")
     return "matches the reference on random weights, forward and backward (atol 1e-5), three shapes incl. batch 1."
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# DiT.initialize_weights
+# ---------------------------------------------------------------------------------------------------------------
+def _init(self, *, basic=True, pos="sincos", conv_view=True, table_std=0.02, zero_blocks=True, zero_final=True):
+    """DiT.initialize_weights with one step done wrong: the common body of the wrong versions below."""
+    nn = torch.nn
+    if basic:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+    grid, D = self.x_embedder.grid_size, self.pos_embed.shape[-1]
+    table = self.pos_embed.new_zeros(grid * grid, D)
+    if pos != "zero":
+        table = reference_module("layers").get_2d_sincos_pos_embed(D, grid)
+        if pos == "transposed":
+            table = table.reshape(grid, grid, D).transpose(0, 1).reshape(grid * grid, D)
+    with torch.no_grad():
+        self.pos_embed.copy_(table[None])
+    w = self.x_embedder.proj.weight.data
+    nn.init.xavier_uniform_(w.view(w.shape[0], -1) if conv_view else w)
+    nn.init.zeros_(self.x_embedder.proj.bias)
+    nn.init.normal_(self.y_embedder.embedding_table.weight, std=table_std)
+    for j in (0, 2):
+        nn.init.normal_(self.t_embedder.mlp[j].weight, std=0.02)
+    zeros = [self.final_layer.adaLN_modulation[-1]] + ([self.final_layer.linear] if zero_final else [])
+    zeros += [block.adaLN_modulation[-1] for block in self.blocks] if zero_blocks else []
+    for linear in zeros:
+        nn.init.zeros_(linear.weight)
+        nn.init.zeros_(linear.bias)
+
+
+@mistake("dit.DiT.initialize_weights", "the blocks' adaLN_modulation is not zeroed (the Zero of adaLN-Zero)",
+         says="blocks.0.adaLN_modulation.1.weight")
+def _(self):
+    _init(self, zero_blocks=False)
+
+
+@mistake("dit.DiT.initialize_weights", "the final layer's output Linear is not zeroed",
+         says="final_layer.linear.weight")
+def _(self):
+    _init(self, zero_final=False)
+
+
+@mistake("dit.DiT.initialize_weights", "the Linears keep PyTorch's default initialisation (self.apply(_basic_init) "
+                                       "is missing)", says="xavier")
+def _(self):
+    _init(self, basic=False)
+
+
+@mistake("dit.DiT.initialize_weights", "xavier_uniform_ is applied to the 4-D patch-embedding weight itself",
+         says="x_embedder.proj.weight")
+def _(self):
+    _init(self, conv_view=False)
+
+
+@mistake("dit.DiT.initialize_weights", "the label table is drawn with std 1 instead of 0.02",
+         says="y_embedder.embedding_table.weight")
+def _(self):
+    _init(self, table_std=1.0)
+
+
+@mistake("dit.DiT.initialize_weights", "pos_embed is left at zero")
+def _(self):
+    _init(self, pos="zero")
+
+
+@mistake("dit.DiT.initialize_weights", "the position grid is transposed (rows and columns swapped)")
+def _(self):
+    _init(self, pos="transposed")
+
+
+def _pos_embeds_of_mistakes(ref, cfg) -> dict:
+    """{name: the pos_embed a wrong initialize_weights leaves}, to name the mistake when the learner's matches."""
+    out = {}
+    for m in mistakes("dit.DiT.initialize_weights"):
+        if m.code is None:
+            continue
+        with patched(ref.DiT, initialize_weights=m.code), torch.no_grad():
+            out[m.name] = ref.DiT(**cfg).pos_embed.detach().clone()
+    return out
+
+
 def _expect_xavier(name: str, w: torch.Tensor, fan_in: int, fan_out: int) -> None:
     bound = math.sqrt(6.0 / (fan_in + fan_out))
     largest = w.abs().max().item()
@@ -227,9 +414,7 @@ def check_initialize_weights(impl, ref):
         pos = ref.get_2d_sincos_pos_embed(D, grid).unsqueeze(0)
         expect(not model.pos_embed.requires_grad, "`pos_embed` should stay a fixed (requires_grad=False) parameter.")
         expect_close(model.pos_embed.data, pos, what="`pos_embed` after initialize_weights", atol=1e-6,
-                     mistakes={"pos_embed is left at zero": torch.zeros_like(pos),
-                               "the position grid is transposed (rows and columns swapped)":
-                                   pos.reshape(1, grid, grid, D).transpose(1, 2).reshape(1, grid * grid, D)},
+                     mistakes=_pos_embeds_of_mistakes(ref, cfg),
                      hint=f"copy get_2d_sincos_pos_embed(D, {grid}) into pos_embed.data, as shape (1, N, D).")
         zero_why = " (adaLN-Zero: every gate starts at 0, so every block starts as the identity)"
         for i, block in enumerate(model.blocks):
@@ -271,6 +456,73 @@ def check_initialize_weights(impl, ref):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# DiT.forward
+# ---------------------------------------------------------------------------------------------------------------
+def _forward(self, x, t, y, *, pos=True, time=True, label=True, train=None, unpatch=None):
+    """DiT.forward with one ingredient wrong: the common body of the wrong versions below."""
+    tokens = self.x_embedder(x) + (self.pos_embed if pos else 0)
+    train = self.training if train is None else train
+    c = (self.t_embedder(t) if time else 0) + (self.y_embedder(y, train) if label else 0)
+    for block in self.blocks:
+        tokens = block(tokens, c)
+    out = self.final_layer(tokens, c)  # (B, N, p·p·C_out)
+    if unpatch is None:
+        return self.unpatchify(out)
+    B, _, H, W = x.shape
+    p, C = self.patch_size, self.out_channels
+    return unpatch(out, B, C, H // p, W // p, p).reshape(B, C, H, W)
+
+
+@mistake("dit.DiT.forward", "pos_embed is not added to the patch tokens")
+def _(self, x, t, y):
+    return _forward(self, x, t, y, pos=False)
+
+
+@mistake("dit.DiT.forward", "the labels are ignored (c = t_embedder(t) only)")
+def _(self, x, t, y):
+    return _forward(self, x, t, y, label=False)
+
+
+@mistake("dit.DiT.forward", "the timestep is ignored (c = y_embedder(y) only)")
+def _(self, x, t, y):
+    return _forward(self, x, t, y, time=False)
+
+
+@mistake("dit.DiT.forward", "labels are dropped at evaluation too (pass self.training to y_embedder)",
+         says="dropped at evaluation")
+def _(self, x, t, y):
+    return _forward(self, x, t, y, train=True)
+
+
+@mistake("dit.DiT.forward", "labels are never dropped while training (pass self.training to y_embedder)")
+def _(self, x, t, y):
+    return _forward(self, x, t, y, train=False)
+
+
+@mistake("dit.DiT.forward", "the tokens are reshaped straight into an image (no unpatchify)")
+def _(self, x, t, y):
+    return _forward(self, x, t, y, unpatch=lambda out, B, C, h, w, p: out)
+
+
+@mistake("dit.DiT.forward", "a token's values are read in (channel, row, column) order instead of (row, column, "
+                            "channel)")
+def _(self, x, t, y):
+    return _forward(self, x, t, y, unpatch=lambda out, B, C, h, w, p:
+                    out.reshape(B, h, w, C, p, p).permute(0, 3, 1, 4, 2, 5))
+
+
+@mistake("dit.DiT.forward", "the patch grid is transposed (rows and columns swapped)")
+def _(self, x, t, y):
+    return _forward(self, x, t, y, unpatch=lambda out, B, C, h, w, p:
+                    torch.einsum("nhwpqc->ncwphq", out.reshape(B, h, w, p, p, C)))
+
+
+@mistake("dit.DiT.forward", "rows and columns inside each patch are swapped")
+def _(self, x, t, y):
+    return _forward(self, x, t, y, unpatch=lambda out, B, C, h, w, p:
+                    torch.einsum("nhwpqc->nchqwp", out.reshape(B, h, w, p, p, C)))
+
+
 FORWARD_CONFIGS = (
     (dict(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=2, num_heads=4, num_classes=10,
           learn_sigma=False, class_dropout_prob=0.5), 3),
@@ -281,40 +533,10 @@ FORWARD_CONFIGS = (
 )
 
 
-def _forward_mistakes(model, x, t, y):
-    """Outputs of plausible wrong versions of DiT.forward, built from the reference's layers (eval mode)."""
-    with torch.no_grad():
-        B, C, H, W = x.shape
-        p, Co = model.patch_size, model.out_channels
-        h = H // p
-        te, ye = model.t_embedder(t), model.y_embedder(y, False)
-
-        def run(tokens, c):
-            for block in model.blocks:
-                tokens = block(tokens, c)
-            return model.final_layer(tokens, c)  # (B, N, p*p*Co)
-
-        tokens = model.x_embedder(x)
-        out = run(tokens + model.pos_embed, te + ye)
-        grid = out.reshape(B, h, h, p, p, Co)
-        return {
-            "pos_embed is not added to the patch tokens": model.unpatchify(run(tokens, te + ye)),
-            "the labels are ignored (c = t_embedder(t) only)": model.unpatchify(run(tokens + model.pos_embed, te)),
-            "the timestep is ignored (c = y_embedder(y) only)": model.unpatchify(run(tokens + model.pos_embed, ye)),
-            "the tokens are reshaped straight into an image (no unpatchify)": out.reshape(B, Co, H, W),
-            "a token's values are read in (channel, row, column) order instead of (row, column, channel)":
-                out.reshape(B, h, h, Co, p, p).permute(0, 3, 1, 4, 2, 5).reshape(B, Co, H, W),
-            "the patch grid is transposed (rows and columns swapped)":
-                torch.einsum("nhwpqc->ncwphq", grid).reshape(B, Co, H, W),
-            "rows and columns inside each patch are swapped":
-                torch.einsum("nhwpqc->nchqwp", grid).reshape(B, Co, H, W),
-        }
-
-
 @exercise("dit.DiT.forward")
 def check_dit_forward(impl, ref):
     for k, (cfg, B) in enumerate(FORWARD_CONFIGS):
-        mine, model = _random_pair(impl.DiT, ref.DiT, seed=70 + k, std=0.2, **cfg)
+        mine, model = random_pair(impl.DiT, ref.DiT, seed=70 + k, std=0.2, **cfg)
         H, C = cfg["input_size"], cfg["in_channels"]
         with seeded(80 + k):
             x = torch.randn(B, C, H, H)
@@ -329,22 +551,71 @@ def check_dit_forward(impl, ref):
         expect(torch.equal(first, second), "in eval mode DiT's output changes from call to call: are labels dropped "
                                            "at evaluation? Hint: y_embedder(y, self.training).")
         what = f"DiT (eval mode, {cfg['input_size']}×{cfg['input_size']}×{C}, patch {cfg['patch_size']})"
-        compare_forward(mine, model, (x, t, y), what=what, atol=1e-5, rtol=1e-4,
-                        mistakes=_forward_mistakes(model, x, t, y),
-                        hint="x_embedder(x) + pos_embed; c = t_embedder(t) + y_embedder(y, self.training); every "
-                             "block(x, c); final_layer(x, c); unpatchify.")
+        hint = ("x_embedder(x) + pos_embed; c = t_embedder(t) + y_embedder(y, self.training); every block(x, c); "
+                "final_layer(x, c); unpatchify.")
+        # y is required (DiT has no y=None): the null class is the label num_classes itself.
+        check_denoiser(mine, model, x, t, y, exercise="dit.DiT.forward", num_classes=cfg["num_classes"], what=what,
+                       hint=hint, null_label=False)
         mine.train(), model.train()
-        with torch.no_grad():
-            never = model.eval()(x, t, y)
-        model.train()
-        compare_forward(mine, model, (x, t, y), what=what.replace("eval", "training"), atol=1e-5, rtol=1e-4,
-                        seed=90 + k, mistakes={"labels are never dropped while training (pass self.training to "
-                                               "y_embedder)": never})
+        compare_forward(mine, model, (x, t, y), exercise="dit.DiT.forward", what=what.replace("eval", "training"),
+                        seed=90 + k, hint=hint)
     return ("matches the reference on random weights in eval and training mode (same label dropout), forward and "
-            "backward (atol 1e-5), for 8×8×1 patch 2, 8×8×3 patch 4 (batch 1, learned σ) and 6×6×2 patch 3.")
+            "backward (atol 1e-5), for 8×8×1 patch 2, 8×8×3 patch 4 (batch 1, learned σ) and 6×6×2 patch 3; the "
+            "output depends on t and y.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# DiT.forward_with_cfg
+# ---------------------------------------------------------------------------------------------------------------
+def _cfg(self, x, t, y, cfg_scale, *, half="first", guide=None, channels=None, convention="uncond"):
+    """forward_with_cfg with one slip: the common body of the wrong versions below."""
+    n = len(x) // 2
+    part = {"first": x[:n], "second": x[n:]}.get(half)
+    out = self.forward(x if part is None else torch.cat([part, part]), t, y)
+    C = self.in_channels if channels is None else channels
+    eps, rest = out[:, :C], out[:, C:]
+    if guide == "all":
+        eps, rest = out, out[:, :0]
+    cond, uncond = eps[:n], eps[n:]
+    if convention == "swapped":
+        cond, uncond = uncond, cond
+    base = cond if convention == "cond" else uncond
+    guided = base + cfg_scale * (cond - uncond)
+    return torch.cat([torch.cat([guided, guided]), rest], dim=1)
+
+
+@mistake("dit.DiT.forward_with_cfg", "the other convention, ε_c + s(ε_c − ε_u)")
+def _(self, x, t, y, cfg_scale):
+    return _cfg(self, x, t, y, cfg_scale, convention="cond")
+
+
+@mistake("dit.DiT.forward_with_cfg", "conditional and unconditional are swapped (the sign of the guidance is "
+                                     "reversed)")
+def _(self, x, t, y, cfg_scale):
+    return _cfg(self, x, t, y, cfg_scale, convention="swapped")
+
+
+@mistake("dit.DiT.forward_with_cfg", "the second half of x is used instead of the first")
+def _(self, x, t, y, cfg_scale):
+    return _cfg(self, x, t, y, cfg_scale, half="second")
+
+
+@mistake("dit.DiT.forward_with_cfg", "x is used as given, without running its first half twice")
+def _(self, x, t, y, cfg_scale):
+    return _cfg(self, x, t, y, cfg_scale, half="as given")
+
+
+@mistake("dit.DiT.forward_with_cfg", "only the first 3 channels are guided (the official code's quirk; the course "
+                                     "guides all)")
+def _(self, x, t, y, cfg_scale):
+    return _cfg(self, x, t, y, cfg_scale, channels=3)
+
+
+@mistake("dit.DiT.forward_with_cfg", "the learned-Σ channels are guided too")
+def _(self, x, t, y, cfg_scale):
+    return _cfg(self, x, t, y, cfg_scale, guide="all")
+
+
 @exercise("dit.DiT.forward_with_cfg")
 def check_forward_with_cfg(impl, ref):
     configs = ((dict(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=4,
@@ -352,45 +623,20 @@ def check_forward_with_cfg(impl, ref):
                (dict(input_size=8, patch_size=4, in_channels=1, hidden_size=16, depth=1, num_heads=2,
                      num_classes=5, learn_sigma=False), 1))
     for k, (cfg, half) in enumerate(configs):
-        mine, model = _random_pair(impl.DiT, ref.DiT, seed=100 + k, std=0.2, **cfg)
+        mine, model = random_pair(impl.DiT, ref.DiT, seed=100 + k, std=0.2, **cfg)
         mine.eval(), model.eval()
         H, C, nc = cfg["input_size"], cfg["in_channels"], cfg["num_classes"]
         with seeded(110 + k):
             x = torch.randn(2 * half, C, H, H)  # two different halves: only the first may be used
             t = torch.randint(0, 1000, (half,)).repeat(2)
             y = torch.cat([torch.randint(0, nc, (half,)), torch.full((half,), nc)])
-        with torch.no_grad():
-            first = torch.cat([x[:half], x[:half]])
-            out = model(first, t, y)
-            eps_c, eps_u = out[:half, :C], out[half:, :C]
-            out_second = model(torch.cat([x[half:], x[half:]]), t, y)
-            out_as_given = model(x, t, y)
         for s in (1.0, 4.0, 1.5):
-            def guided(e_c, e_u, o, scale=s):
-                g = e_u[:, :C] + scale * (e_c[:, :C] - e_u[:, :C])
-                return torch.cat([torch.cat([g, g]), o[:, C:]], dim=1)
-
-            g3 = eps_u[:, :3] + s * (eps_c[:, :3] - eps_u[:, :3])
-            mistakes = {
-                "the other convention, ε_c + s(ε_c − ε_u)": torch.cat([torch.cat([eps_c + s * (eps_c - eps_u)] * 2),
-                                                                      out[:, C:]], 1),
-                "conditional and unconditional are swapped (the sign of the guidance is reversed)":
-                    guided(eps_u, eps_c, out),
-                "the second half of x is used instead of the first":
-                    guided(out_second[:half, :C], out_second[half:, :C], out_second),
-                "x is used as given, without running its first half twice":
-                    guided(out_as_given[:half, :C], out_as_given[half:, :C], out_as_given),
-                "only the first 3 channels are guided (the official code's quirk; the course guides all)":
-                    torch.cat([torch.cat([g3, g3]), out[:, 3:]], dim=1) if C > 3 else None,
-                "the learned-Σ channels are guided too":
-                    torch.cat([out[half:] + s * (out[:half] - out[half:])] * 2) if out.shape[1] > C else None,
-            }
             with torch.no_grad():
                 want = model.forward_with_cfg(x, t, y, s)
                 got = mine.forward_with_cfg(x.clone(), t.clone(), y.clone(), s)
             expect_close(got, want, what=f"forward_with_cfg (cfg_scale={s}, batch {2 * half}, {C} channels"
                                          f"{', learned Σ' if cfg['learn_sigma'] else ''})",
-                         atol=1e-5, rtol=1e-4, mistakes=mistakes,
+                         mistakes=wrong_outputs("dit.DiT.forward_with_cfg", x, t, y, s, self=model),
                          hint="run torch.cat([x[:B//2], x[:B//2]]) with t and y as given; split the first "
                               "in_channels output channels into ε_c (first half) and ε_u (second half); "
                               "ε = ε_u + s(ε_c − ε_u), repeated for both halves; the remaining channels unchanged.")
