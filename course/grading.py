@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from course.exercises import (COURSE_DIR, SOLUTIONS_DIR, _set, exercises, load_module, modules, reference_module,
-                              resolve, stub_message)
+                              resolve, stub_message, student_source)
 
 DEFAULT_TIMEOUT = float(os.environ.get("COURSE_CHECK_TIMEOUT", 60))
 _REGISTRY: dict[str, callable] = {}
@@ -154,10 +154,41 @@ def _where(exc: BaseException, directory: Path) -> str:
 
 
 def is_untouched_stub(fn, name: str) -> bool:
-    """True when `fn` is still the generated stub of exercise `name`: its only work is raising the generated
-    message. (A learner's function that merely holds a string starting like a stub message is not a stub.)"""
+    """True when `fn` is still the generated stub of exercise `name`: the same bytecode and constants as the stub
+    `python -m course generate` writes (given checks before the block included). A learner's function that merely
+    holds a string starting like a stub message is not a stub."""
     code = getattr(fn, "__code__", None)
-    return code is not None and stub_message(name) in code.co_consts and len(code.co_code) <= 48
+    if code is None or stub_message(name) not in code.co_consts:
+        return False
+    stub = _generated_stub_code(name)
+    return stub is None or (code.co_code == stub.co_code and code.co_consts == stub.co_consts)
+
+
+_STUB_CODE: dict[str, object] = {}
+
+
+def _generated_stub_code(name: str):
+    """The code object of exercise `name` in the generated learner file (compiled from solutions/ now)."""
+    if name not in _STUB_CODE:
+        module, qualname = name.split(".", 1)
+        try:
+            code = compile(student_source(module), f"<stub {module}>", "exec")
+            found = None
+
+            def walk(c, prefix):
+                nonlocal found
+                for const in c.co_consts:
+                    if hasattr(const, "co_code"):
+                        q = prefix + const.co_name
+                        if q == qualname:
+                            found = const
+                        walk(const, q + ".")
+
+            walk(code, "")
+            _STUB_CODE[name] = found
+        except SyntaxError:
+            _STUB_CODE[name] = None
+    return _STUB_CODE[name]
 
 
 def isolate(mod, name: str) -> None:

@@ -186,6 +186,8 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
         num_classes = getattr(model, "num_classes", None)
         if y is not None and p_uncond > 0 and num_classes is None:
             raise ValueError("label dropout needs the model's `num_classes` (the null label); set p_uncond=0")
+        if y is not None and hasattr(diffusion, "check_label_dropout"):
+            diffusion.check_label_dropout(model, p_uncond)  # one home for label dropout, never two
         loss_fn = diffusion_loss_fn(diffusion, batch_size=batch_size, rows=rows, p_uncond=p_uncond,
                                     num_classes=num_classes, device=dev)
 

@@ -171,13 +171,8 @@ class Diffusion:
         (`model.y_embedder.dropout_prob > 0`, the official code's design), owns it: asking for `p_uncond > 0` as
         well would drop labels twice, so it raises a ValueError; pass `p_uncond=0` for such a model.
         """
-        own = getattr(getattr(model, "y_embedder", None), "dropout_prob", 0.0)
-        if y is not None and p_uncond > 0 and isinstance(own, (int, float)) and own > 0:
-            raise ValueError(
-                f"labels would be dropped twice: Diffusion.loss(p_uncond={p_uncond:g}) drops them here, and the "
-                f"model drops them itself (model.y_embedder.dropout_prob={own:g}, DiT's label dropout while "
-                "training). Keep one: pass p_uncond=0 (train(..., p_uncond=0.0)) to let the model do it, or build "
-                "the model with class_dropout_prob=0 to do it here.")
+        if y is not None:
+            self.check_label_dropout(model, p_uncond)
         B = x0.shape[0]
         t = torch.randint(0, self.T, (B,), generator=generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
@@ -185,6 +180,18 @@ class Diffusion:
             drop = (torch.rand(B, generator=generator) < p_uncond).to(y.device)
             y = torch.where(drop, torch.full_like(y, num_classes), y)
         return ddpm_loss(model, x0, t, noise, self.alphas_cumprod, y)
+
+    @staticmethod
+    def check_label_dropout(model, p_uncond: float) -> None:
+        """Raise a ValueError when labels would be dropped twice: here (`p_uncond > 0`) and by the model itself
+        (`model.y_embedder.dropout_prob > 0`). The training loop asks the same before its first step."""
+        own = getattr(getattr(model, "y_embedder", None), "dropout_prob", 0.0)
+        if p_uncond > 0 and isinstance(own, (int, float)) and own > 0:
+            raise ValueError(
+                f"labels would be dropped twice: Diffusion.loss(p_uncond={p_uncond:g}) drops them here, and the "
+                f"model drops them itself (model.y_embedder.dropout_prob={own:g}, DiT's label dropout while "
+                "training). Keep one: pass p_uncond=0 (train(..., p_uncond=0.0)) to let the model do it, or build "
+                "the model with class_dropout_prob=0 to do it here.")
 
     def eps(self, model, x: torch.Tensor, t: int, y: torch.Tensor | None = None, w: float = 1.0,
             num_classes: int | None = None) -> torch.Tensor:

@@ -196,6 +196,10 @@ def test_one_home_for_label_dropout():
     assert torch.isfinite(Diffusion().loss(model, x0, y, p_uncond=0.0))  # the model drops them: fine
     no_dropout = dit.create_dit("DiT-XXS/2", class_dropout_prob=0.0)  # the loss drops them: fine too
     assert torch.isfinite(Diffusion().loss(no_dropout, x0, y, p_uncond=0.1, num_classes=9))
+    from course.train import train  # the training loop asks the same before its first step
+
+    with pytest.raises(ValueError, match="dropped twice"):
+        train(model, x0, y, steps=1, batch_size=2, p_uncond=0.1, progress=False)
 
 
 def test_small_dit_learns():
