@@ -1,0 +1,223 @@
+"""The built book as a reader meets it, in the `ci` profile.
+
+One session-scoped build (`tools/book.sh` with BOOK_OUT=_build/ci; jupyter-cache makes a rebuild of unchanged
+notebooks take seconds) serves two kinds of tests:
+- without a browser: every plotting cell of every chapter left its figure in the executed notebook and in the page
+  (an inherited MPLBACKEND=Agg once left the whole book without a figure);
+- in headless Chromium with the network off (every host name resolves to nothing; the pages are served from
+  127.0.0.1): no console error on any page, every image rendered, the math typeset by the book's own MathJax, and
+  every interactive view (course/widgets.py) shows another frame when its slider moves. Screenshots of each page
+  and of each view before and after go to _build/screenshots/.
+
+The browser part skips when chromium, chromedriver or selenium is missing; tools/test.sh and .ci/run install them.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from course.exercises import ROOT
+
+BOOK_OUT = ROOT / "_build" / "ci"
+HTML = BOOK_OUT / "_build" / "html"
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+# a cell that draws a figure (raw ipywidgets cells draw into a widget, not into the page)
+PLOTTING = re.compile(r"plt\.(subplots|figure|show|plot|imshow|tight_layout|suptitle)|\b(show_grid|class_grid|"
+                      r"plot_losses)\(|\.imshow\(")
+
+
+def _source(cell) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def plotting_cells(path: Path) -> list[int]:
+    cells = json.loads(path.read_text())["cells"]
+    return [i for i, c in enumerate(cells) if c["cell_type"] == "code" and PLOTTING.search(_source(c))
+            and "ipywidgets" not in _source(c)]
+
+
+@pytest.fixture(scope="session")
+def built_book() -> Path:
+    """Build (or bring up to date) the book in the `ci` profile; returns the folder of its HTML."""
+    env = dict(os.environ, COURSE_PROFILE="ci", COURSE_SOLUTIONS="1", BOOK_OUT=str(BOOK_OUT.relative_to(ROOT)),
+               VENV=sys.prefix)
+    env.pop("MPLBACKEND", None)
+    log = ROOT / "_build" / "ci-book.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        done = subprocess.run(["bash", "tools/book.sh"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                              timeout=2400)
+    if done.returncode != 0:
+        pytest.fail(f"tools/book.sh failed (rc {done.returncode}); the end of {log}:\n"
+                    + "\n".join(log.read_text().splitlines()[-40:]))
+    return HTML
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Without a browser
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_plotting_cell_has_its_figure_in_the_page(built_book, path):
+    import nbformat
+    from jupyter_cache import get_cache
+
+    _, executed = get_cache(str(BOOK_OUT / "_build" / ".jupyter_cache")).merge_match_into_notebook(
+        nbformat.read(path, as_version=4))
+    cells = executed["cells"]
+    expected = plotting_cells(path)
+    missing = [i for i in expected
+               if not any("image/png" in o.get("data", {}) or "image/svg+xml" in o.get("data", {})
+                          for o in cells[i].get("outputs", []))]
+    assert not missing, (f"cells {missing} of {path.name} draw a figure but the executed notebook holds none "
+                         "(is MPLBACKEND=Agg inherited by the kernel?)")
+    page = (built_book / "book" / f"{path.stem}.html").read_text()
+    figures = len(re.findall(r"<img\b", page)) - len(re.findall(r'class="course-view-frame"', page))
+    assert figures >= len(expected), f"{path.stem}.html shows {figures} figures for {len(expected)} plotting cells"
+
+
+def test_pages_load_nothing_from_the_network(built_book):
+    for page in sorted(built_book.rglob("*.html")):
+        if "_static" in page.parts:
+            continue
+        text = page.read_text()
+        remote = re.findall(r"""<(?:script|link)\b[^>]*\b(?:src|href)=["'](https?://[^"']+)""", text)
+        assert not remote, f"{page.relative_to(built_book)} loads {remote}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# In headless Chromium, offline
+# ---------------------------------------------------------------------------------------------------------------
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("no chromium + chromedriver here (Debian: apt-get install chromium chromium-driver; "
+                    "tools/test.sh installs them when run as root)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,1000", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                "--disable-background-networking", "--no-first-run", "--disable-extensions"]:
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    os.environ.setdefault("SE_OFFLINE", "true")  # selenium-manager must not try to download a driver
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=DRIVER))
+    driver.set_page_load_timeout(60)
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def served(built_book):
+    """The built book over HTTP on 127.0.0.1 (file:// pages may not load fonts and scripts the same way)."""
+    handler = functools.partial(_QuietHandler, directory=str(built_book))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+PAGES = ["book/intro.html"] + [f"book/{p.stem}.html" for p in NOTEBOOKS]
+
+WAIT_FOR_PAGE = """
+const done = arguments[arguments.length - 1];
+const images = Array.from(document.images).map(img => img.complete ? null :
+    new Promise(ok => { img.addEventListener('load', ok); img.addEventListener('error', ok); }));
+const math = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+Promise.all([math, ...images.filter(Boolean)]).then(() => done(true), e => done(String(e)));
+"""
+
+PAGE_STATE = """
+const main = document.querySelector('main') || document.body;
+const imgs = Array.from(main.querySelectorAll('img'));
+const math = Array.from(document.querySelectorAll('.math'));
+return {
+  images: imgs.length,
+  broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => (i.src || '').slice(0, 80)),
+  math: math.length,
+  typeset: document.querySelectorAll('mjx-container').length,
+  raw_math: math.filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 60)),
+  mathjax: !!(window.MathJax && MathJax.version),
+  views: document.querySelectorAll('.course-view').length,
+  height: document.documentElement.scrollHeight,
+};
+"""
+
+
+def _console_errors(driver) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser")
+            if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]]
+
+
+def _screenshot(driver, path: Path, height: int) -> None:
+    """The whole page at half scale (Chromium's own full-page capture)."""
+    import base64
+
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": 1280, "height": min(height, 30000), "scale": 0.5}})
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_in_an_offline_browser(browser, served, page):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.get_log("browser")  # drop what earlier pages left
+    browser.get(f"{served}/{page}")
+    assert browser.execute_async_script(WAIT_FOR_PAGE) is True
+    state = browser.execute_script(PAGE_STATE)
+    name = Path(page).stem
+    _screenshot(browser, SCREENSHOTS / f"{name}.png", state["height"])
+
+    assert not state["broken"], f"{page}: images that did not render: {state['broken']}"
+    if state["math"]:
+        assert state["mathjax"], f"{page}: MathJax did not load (from _static/mathjax)"
+        assert not state["raw_math"], f"{page}: math left raw: {state['raw_math'][:5]}"
+        assert state["typeset"] >= state["math"]
+    if page != "book/intro.html":
+        assert state["images"] > 0, f"{page} shows no image at all"
+
+    views = browser.find_elements(By.CSS_SELECTOR, ".course-view")
+    for k, view in enumerate(views):
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", view)
+        frame = view.find_element(By.CSS_SELECTOR, "img.course-view-frame")
+        before = (frame.get_attribute("src"), view.find_element(By.CSS_SELECTOR, ".course-view-caption").text)
+        view.screenshot(str(SCREENSHOTS / f"{name}-view{k}-start.png"))
+        slider = view.find_elements(By.CSS_SELECTOR, "input.course-view-control")[0]
+        slider.click()
+        slider.send_keys(Keys.END)  # keyboard: to the last frame, as a reader would
+        after = (frame.get_attribute("src"), view.find_element(By.CSS_SELECTOR, ".course-view-caption").text)
+        view.screenshot(str(SCREENSHOTS / f"{name}-view{k}-end.png"))
+        assert after[0] != before[0] and after[1] != before[1], f"{page}: view {k} did not move with its slider"
+        assert browser.execute_script("return arguments[0].naturalWidth", frame) > 0
+
+    errors = _console_errors(browser)
+    assert not errors, f"{page}: console errors:\n" + "\n".join(errors)
