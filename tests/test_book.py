@@ -103,3 +103,18 @@ def test_the_figure_detector_sees_typed_figures_and_spares_glued_ones():
 def test_no_measured_figure_is_typed_into_the_prose(path):
     typed = [s for c in cells(path) if c["cell_type"] == "markdown" for s in unglued_figures(source(c))]
     assert not typed, "glue these from the run (course.glue + {glue:text}`name`):\n" + "\n".join(typed)
+
+
+def test_grade_summary_table_for_the_ci_job_page():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("grade_summary", ROOT / "tools" / "grade_summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lines = ['{"exercise": "diffusion.q_sample", "passed": true, "message": "ok", "seconds": 0.1}',
+             'noise from a warning',
+             '{"exercise": "dit.modulate", "passed": false, "message": "expected a | b", "seconds": 0.2}']
+    text = module.summary(lines)
+    assert text.startswith("## Exercises: 1 of 2 pass")
+    assert "| 00_diffusion | 1 / 1 |" in text and "expected a \\| b" in text and "❌ | `dit.modulate`" in text
+    assert "No check ran" in module.summary([])
