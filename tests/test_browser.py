@@ -49,7 +49,10 @@ def plotting_cells(path: Path) -> list[int]:
 
 @pytest.fixture(scope="session")
 def built_book() -> Path:
-    """Build (or bring up to date) the book in the `ci` profile; returns the folder of its HTML."""
+    """Build (or bring up to date) the book in the `ci` profile; returns the folder of its HTML.
+    COURSE_BOOK_REUSE=1 takes the last build as it is (to iterate on the tests)."""
+    if os.environ.get("COURSE_BOOK_REUSE") == "1" and (HTML / "index.html").exists():
+        return HTML
     env = dict(os.environ, COURSE_PROFILE="ci", COURSE_SOLUTIONS="1", BOOK_OUT=str(BOOK_OUT.relative_to(ROOT)),
                VENV=sys.prefix)
     env.pop("MPLBACKEND", None)
@@ -188,9 +191,6 @@ def _screenshot(driver, path: Path, height: int) -> None:
 
 @pytest.mark.parametrize("page", PAGES)
 def test_page_in_an_offline_browser(browser, served, page):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     browser.get_log("browser")  # drop what earlier pages left
     browser.get(f"{served}/{page}")
@@ -207,19 +207,78 @@ def test_page_in_an_offline_browser(browser, served, page):
     if page.endswith(tuple(f"{p.stem}.html" for p in NOTEBOOKS)):
         assert state["images"] > 0, f"{page} shows no image at all"
 
+    _move_every_view(browser, page, name)
+    errors = _console_errors(browser)
+    assert not errors, f"{page}: console errors:\n" + "\n".join(errors)
+
+
+VIEW_STATE = """
+const view = arguments[0];
+return [view.dataset.frame || '', (view.querySelector('.course-view-caption') || {}).textContent || '']
+  .concat(Array.from(view.querySelectorAll('img')).map(i => i.src))
+  .concat(Array.from(view.querySelectorAll('canvas')).map(c => c.toDataURL())).join('|');
+"""
+
+
+def _move_every_view(browser, page: str, name: str, every_control: bool = False) -> int:
+    """Move the first control (or every control) of each view with the keyboard; the shown frame must change."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
     views = browser.find_elements(By.CSS_SELECTOR, ".course-view")
     for k, view in enumerate(views):
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", view)
-        frame = view.find_element(By.CSS_SELECTOR, "img.course-view-frame")
-        before = (frame.get_attribute("src"), view.find_element(By.CSS_SELECTOR, ".course-view-caption").text)
         view.screenshot(str(SCREENSHOTS / f"{name}-view{k}-start.png"))
-        slider = view.find_elements(By.CSS_SELECTOR, "input.course-view-control")[0]
-        slider.click()
-        slider.send_keys(Keys.END)  # keyboard: to the last frame, as a reader would
-        after = (frame.get_attribute("src"), view.find_element(By.CSS_SELECTOR, ".course-view-caption").text)
+        controls = view.find_elements(By.CSS_SELECTOR, "input.course-view-control")
+        assert controls, f"{page}: view {k} has no control"
+        for c, control in enumerate(controls if every_control else controls[:1]):
+            if control.get_attribute("max") == "0":
+                continue
+            before = browser.execute_script(VIEW_STATE, view)
+            control.click()
+            control.send_keys(Keys.END)  # the keyboard, as a reader would: to the last frame
+            after = browser.execute_script(VIEW_STATE, view)
+            assert after != before, f"{page}: view {k} did not change when its control {c} moved"
         view.screenshot(str(SCREENSHOTS / f"{name}-view{k}-end.png"))
-        assert after[0] != before[0] and after[1] != before[1], f"{page}: view {k} did not move with its slider"
-        assert browser.execute_script("return arguments[0].naturalWidth", frame) > 0
+        for img in view.find_elements(By.CSS_SELECTOR, "img"):
+            assert browser.execute_script("return arguments[0].naturalWidth", img) > 0
+    return len(views)
 
+
+@pytest.fixture(scope="module")
+def views_page(built_book):
+    """A page with one view of each kind (course/widgets.py), beside the book: the chapters need not use all."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from course.widgets import attention_view, grid_view, slider_view
+
+    def figure(a, b):
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.plot([0, 1], [a, b])
+        ax.set_title(f"$a = {a}$, $b = {b}$")
+        return fig
+
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
+    noisy = {t: clean + 0.1 * t * torch.randn(3, 1, 8, 8, generator=g) for t in (1, 5)}
+    maps = {t: torch.softmax(torch.randn(2, 3, 2, 16, 16, generator=g), -1) for t in (1, 5)}
+    views = [slider_view([torch.rand(4, 3, 8, 8, generator=g) for _ in range(3)], ["one", "two", "three"]),
+             grid_view(figure, {"a": [0, 1], "b": [2, 3, 4]}, title="a grid of figures"),
+             attention_view(clean, noisy, maps, patch=2, labels=[3, 1, 4], title="attention")]
+    path = built_book / "views.html"
+    path.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><title>views</title></head><body>"
+                    + "".join(v._repr_html_() for v in views) + "</body></html>")
+    return "views.html"
+
+
+def test_every_kind_of_view_moves_in_the_browser(browser, served, views_page):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.get_log("browser")
+    browser.get(f"{served}/{views_page}")
+    assert _move_every_view(browser, views_page, "views", every_control=True) == 3
     errors = _console_errors(browser)
-    assert not errors, f"{page}: console errors:\n" + "\n".join(errors)
+    assert not errors, "console errors:\n" + "\n".join(errors)

@@ -63,3 +63,23 @@ def test_chapter_views_keep_their_signatures():
     assert trajectory_stepper(path, [99, 66, 33]).labels[-1] == "x_0 (clean)"
     view = scale_slider({2.0: torch.zeros(6, 3, 8, 8), 1.0: torch.ones(6, 3, 8, 8)}, title="t", nrow=3)
     assert view.labels == ["guidance w = 1", "guidance w = 2"] and view.title == "t"
+
+
+def test_attention_view_carries_weights_not_images():
+    from course.widgets import attention_view
+
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(2, 1, 8, 8, generator=g) * 2 - 1
+    noisy = {50: clean, 300: clean.flip(-1)}
+    maps = {t: torch.softmax(torch.randn(3, 2, 4, 16, 16, generator=g), -1) for t in noisy}
+    view = attention_view(clean, noisy, maps, patch=2, labels=torch.tensor([7, 1]))
+    assert [(n, len(v)) for n, v in view.controls] == [("digit", 2), ("t", 2), ("block", 3), ("head", 4),
+                                                       ("query", 16)]
+    raw = base64.b64decode(view.payload["attn"])
+    assert len(raw) == 2 * 2 * 3 * 4 * 16 * 16 and max(raw) == 255  # each row scaled to its own maximum
+    html = view._repr_html_()
+    assert html.count('type="range"') == 5 and "<canvas" in html and "https://" not in html
+    with pytest.raises(ValueError, match="patches"):
+        attention_view(clean, noisy, maps, patch=3)
+    with pytest.raises(ValueError, match="should be"):
+        attention_view(clean, noisy, {t: m[:, :1] for t, m in maps.items()}, patch=2)
