@@ -297,7 +297,7 @@ class AttentionView:
     ctx.strokeRect((q % g) * p * z + 1, Math.floor(q / g) * p * z + 1, p * z - 2, p * z - 2);
     var caption = root.querySelector(".course-view-caption b");
     caption.textContent = "digit " + P.values.digit[d] + " (class " + P.labels[d] + "), t = " + P.values.t[t] +
-      ", block " + b + ", head " + h + ", query patch " + q + ": weight " + (P.peak[row / N] || "");
+      ", block " + b + ", head " + h + ", query patch " + q + ": largest weight " + P.peak[row / N].toFixed(2);
     root.dataset.frame = [d, t, b, h, q].join(",");
   }}
   for (var name in inputs) {{
@@ -348,7 +348,7 @@ def attention_view(clean: torch.Tensor, noisy: dict, maps: dict, patch: int, lab
         "noisy": _bytes_b64(np.stack([_gray_u8(noisy[t]) for t in ts], 1)),  # (n, T, H, W)
         "attn": _bytes_b64(quantized), "lut": lut, "H": H, "W": W, "N": N, "patch": patch, "zoom": zoom,
         "T": T, "depth": depth, "heads": heads, "labels": labels,
-        "peak": [f"max {float(v):.2f}" for v in peak.flatten()],
+        "peak": [round(float(v), 2) for v in peak.flatten()],
         "values": {"digit": [str(i) for i in range(n)], "t": [str(t) for t in ts],
                    "block": [str(b) for b in range(depth)], "head": [str(h) for h in range(heads)],
                    "query": [str(q) for q in range(N)]},
