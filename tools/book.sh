@@ -69,13 +69,14 @@ CACHE=$BUILD/.jupyter_cache
 STAMP=$(
   { echo "profile=$PROFILE"; python -c "import sys, torch; print(sys.version, torch.__version__)";
     find course solutions -name '*.py' -type f | LC_ALL=C sort | xargs sha256sum; } | sha256sum | cut -c1-16)
+ARGS=()
 if [ "$(cat "$CACHE.stamp" 2>/dev/null)" != "$STAMP" ]; then
   [ -d "$CACHE" ] && echo "course/, solutions/ or the profile changed: every notebook runs again"
   rm -rf "$CACHE"
+  ARGS+=(--all)  # Sphinx would otherwise keep the pages of unchanged notebooks, with their old outputs
 fi
 
 rm -rf "$BUILD/html/_static/mathjax" "$BUILD/html/_static/widgets"  # Sphinx keeps stale copies of changed files
-ARGS=()
 [ "$OUT" != "." ] && ARGS+=(--path-output "$OUT")
 start=$(date +%s)
 jupyter-book build . -W -n --keep-going "${ARGS[@]}" "$@"
