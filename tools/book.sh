@@ -16,12 +16,14 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 . tools/env.sh
 python -c "import jupyter_book, myst_nb, jupyter_cache" 2>/dev/null || python -m pip install -q -e ".[book]"
-python -c "import torch" 2>/dev/null
 
 export COURSE_SOLUTIONS=1
 export MPLBACKEND=module://matplotlib_inline.backend_inline
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # kernels import this checkout's course/
-PROFILE=$(python -c "from course.config import PROFILE; print(PROFILE.name)")
+case "${COURSE_PROFILE:-}" in
+  ci|cpu|gpu) PROFILE=$COURSE_PROFILE ;;
+  *) PROFILE=$(python -c "from course.config import PROFILE; print(PROFILE.name)") ;;  # gpu if CUDA, else cpu
+esac
 export COURSE_PROFILE=$PROFILE
 OUT=${BOOK_OUT:-.}        # jupyter-book writes into $OUT/_build
 BUILD=$OUT/_build
@@ -67,7 +69,7 @@ fi
 # --- incremental execution: a stamp of everything the notebooks import besides themselves ---------------------------
 CACHE=$BUILD/.jupyter_cache
 STAMP=$(
-  { echo "profile=$PROFILE"; python -c "import sys, torch; print(sys.version, torch.__version__)";
+  { echo "profile=$PROFILE"; python -c "import sys, importlib.metadata as m; print(sys.version, m.version('torch'))";
     find course solutions -name '*.py' -type f | LC_ALL=C sort | xargs sha256sum; } | sha256sum | cut -c1-16)
 ARGS=()
 if [ "$(cat "$CACHE.stamp" 2>/dev/null)" != "$STAMP" ]; then
