@@ -78,11 +78,12 @@ if [ "$(cat "$CACHE.stamp" 2>/dev/null)" != "$STAMP" ]; then
   ARGS+=(--all)  # Sphinx would otherwise keep the pages of unchanged notebooks, with their old outputs
 fi
 
-rm -rf "$BUILD/html/_static/mathjax" "$BUILD/html/_static/widgets"  # Sphinx keeps stale copies of changed files
 [ "$OUT" != "." ] && ARGS+=(--path-output "$OUT")
 start=$(date +%s)
 jupyter-book build . -W -n --keep-going "${ARGS[@]}" "$@"
 echo "$STAMP" > "$CACHE.stamp"
+# Sphinx copies html_static_path only when it writes pages (and keeps stale copies): bring the scripts up to date
+cp -r "$STATIC/." "$BUILD/html/_static/"
 # how long each notebook ran (from the cache; a notebook reused from the cache shows its first run's time)
 python - "$CACHE" <<'EOF' || true
 import sys
