@@ -127,16 +127,20 @@ jupyter-book build . -W -n --keep-going "${ARGS[@]}" "$@"
 echo "$STAMP" > "$CACHE.stamp"
 # Sphinx copies html_static_path only when it writes pages (and keeps stale copies): bring the scripts up to date
 cp -r "$STATIC/." "$BUILD/html/_static/"
-# how long each notebook ran (from the cache; a notebook reused from the cache shows its first run's time)
+# how long each chapter ran (from the cache: a chapter reused from it shows the time of the run that made it)
 python - "$CACHE" <<'EOF' || true
+import re
 import sys
 from pathlib import Path
+
+import nbformat
 from jupyter_cache import get_cache
 
-if Path(sys.argv[1]).exists():
-    for record in get_cache(sys.argv[1]).list_cache_records():
-        seconds = (record.data or {}).get("execution_seconds")
-        if seconds is not None:
-            print(f"  executed {Path(record.uri).name}: {seconds:.0f} s")
+cache = get_cache(sys.argv[1])
+for entry in re.findall(r"(?:root|file):\s*(\S+)", Path("_toc.yml").read_text()):
+    path = Path(f"{entry}.ipynb")
+    if path.exists():
+        record = cache.match_cache_notebook(nbformat.read(path, as_version=4))
+        print(f"  {path.name}: ran in {(record.data or {}).get('execution_seconds', float('nan')):.0f} s")
 EOF
 echo "built in $(( $(date +%s) - start )) s; the book is in $BUILD/html/index.html"
