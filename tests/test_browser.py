@@ -53,8 +53,9 @@ def built_book() -> Path:
     COURSE_BOOK_REUSE=1 takes the last build as it is (to iterate on the tests)."""
     if os.environ.get("COURSE_BOOK_REUSE") == "1" and (HTML / "index.html").exists():
         return HTML
-    env = dict(os.environ, COURSE_PROFILE="ci", COURSE_SOLUTIONS="1", BOOK_OUT=str(BOOK_OUT.relative_to(ROOT)),
-               VENV=sys.prefix)
+    env = dict(os.environ, COURSE_PROFILE="ci", COURSE_SOLUTIONS="1", BOOK_OUT=str(BOOK_OUT.relative_to(ROOT)))
+    if sys.prefix != sys.base_prefix:  # build with the virtual environment the tests run in
+        env["VENV"] = sys.prefix
     env.setdefault("BOOK_JOBS", "3")  # the outdated chapters run side by side (their seconds do not matter here)
     env.pop("MPLBACKEND", None)
     log = ROOT / "_build" / "ci-book.log"
