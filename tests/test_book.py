@@ -29,7 +29,22 @@ def test_toc_lists_every_chapter_and_nothing_missing():
 def test_build_fails_on_cell_errors():
     config = (ROOT / "_config.yml").read_text()
     assert re.search(r"raise_on_error:\s*true", config) and re.search(r"allow_errors:\s*false", config)
-    assert re.search(r"execute_notebooks:\s*force", config)
+    assert re.search(r"execute_notebooks:\s*(force|cache)", config)
+
+
+def test_book_build_draws_figures_and_serves_its_own_scripts():
+    """The kernels get the inline backend (an inherited MPLBACKEND=Agg once left the book without a figure), and
+    MathJax and the widget manager come from the book's _static, not from a CDN."""
+    def code(name):  # the script without its comments
+        return re.sub(r"(?m)^\s*#.*$|\s#\s.*$", "", (ROOT / "tools" / name).read_text())
+
+    assert "MPLBACKEND=module://matplotlib_inline.backend_inline" in code("book.sh")
+    assert "MPLBACKEND=Agg" not in code("book.sh") + code("test.sh")
+    config = (ROOT / "_config.yml").read_text()
+    path = re.search(r"mathjax_path:\s*(\S+)", config)
+    assert path and "://" not in path.group(1), "MathJax must be served from _static (tools/book.sh fetches it)"
+    assert not re.search(r"thebe:\s*true", config)
+    assert "https://" not in "".join(re.findall(r"nb_ipywidgets_js:.*?(?=\n\S|\Z)", config, flags=re.S))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -88,3 +103,18 @@ def test_the_figure_detector_sees_typed_figures_and_spares_glued_ones():
 def test_no_measured_figure_is_typed_into_the_prose(path):
     typed = [s for c in cells(path) if c["cell_type"] == "markdown" for s in unglued_figures(source(c))]
     assert not typed, "glue these from the run (course.glue + {glue:text}`name`):\n" + "\n".join(typed)
+
+
+def test_grade_summary_table_for_the_ci_job_page():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("grade_summary", ROOT / "tools" / "grade_summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lines = ['{"exercise": "diffusion.q_sample", "passed": true, "message": "ok", "seconds": 0.1}',
+             'noise from a warning',
+             '{"exercise": "dit.modulate", "passed": false, "message": "expected a | b", "seconds": 0.2}']
+    text = module.summary(lines)
+    assert text.startswith("## Exercises: 1 of 2 pass")
+    assert "| 00_diffusion | 1 / 1 |" in text and "expected a \\| b" in text and "❌ | `dit.modulate`" in text
+    assert "No check ran" in module.summary([])
