@@ -17,7 +17,8 @@ test moves every view) and cannot drift from a second one.
   head and query patch; drawn in the browser from the attention weights (too many combinations for images).
 
 A frame is an image batch (B, C, H, W) in [-1, 1] (tiled as a grid, like `course.plots.show_grid`), one image
-(H, W) or (H, W, 3) with values in [0, 1], a matplotlib Figure (closed after rendering), or PNG bytes.
+tensor (C, H, W) in [-1, 1], an array (H, W) or (H, W, 3) with values in [0, 1], a matplotlib Figure (closed after
+rendering), or PNG bytes.
 """
 from __future__ import annotations
 
