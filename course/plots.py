@@ -32,7 +32,8 @@ def show_grid(x: torch.Tensor, nrow: int = 8, title: str | None = None, ax=None,
     image = grid_image(x, nrow)
     if ax is None:
         rows = math.ceil(len(x) / nrow)
-        _, ax = plt.subplots(figsize=(max(2.0, nrow * scale * x.shape[-1] / 8), max(1.2, rows * scale * x.shape[-2] / 8)))
+        width, height = nrow * scale * x.shape[-1] / 8, rows * scale * x.shape[-2] / 8
+        _, ax = plt.subplots(figsize=(max(2.0, width), max(1.2, height)))
     ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     if title:
