@@ -14,6 +14,7 @@ if ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; } &
     || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }; } \
     >/dev/null || echo "could not install chromium: tests/test_browser.py will skip its browser checks"
 fi
+ruff check .  # the code style (pyproject.toml), before the slow part
 export COURSE_SOLUTIONS=1 COURSE_PROFILE=ci
 # No MPLBACKEND: the kernels then draw with the inline backend (as in the book, so a figure that fails to render
 # fails here too), and plain Python picks Agg by itself on a machine without a display.
