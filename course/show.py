@@ -61,6 +61,8 @@ def glue(name: str, value, display: bool = False):
     """Hand a measured value to the prose: `glue("dit_fd", fd)`, then write {glue:text}`dit_fd:.2f` in a markdown
     cell. The book (myst-nb) puts the number in the sentence; without myst-nb (a learner's JupyterLab) it is a
     no-op, and the cell's printed output carries the number instead. Returns the value."""
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy or torch scalar -> Python number
+        value = value.item()  # (myst-nb formats a glued number from its repr, and np.float64(…) is no number)
     try:
         from myst_nb import glue as _glue
     except ImportError:
