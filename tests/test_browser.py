@@ -13,6 +13,7 @@ The browser part skips when chromium, chromedriver or selenium is missing; tools
 """
 from __future__ import annotations
 
+import ast
 import functools
 import http.server
 import json
@@ -41,10 +42,21 @@ def _source(cell) -> str:
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
 
+def _run_at_top_level(source: str) -> str:
+    """The cell's code without its function and class definitions (a cell that only defines a plotting helper
+    draws nothing)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    tree.body = [n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    return ast.unparse(tree)
+
+
 def plotting_cells(path: Path) -> list[int]:
     cells = json.loads(path.read_text())["cells"]
-    return [i for i, c in enumerate(cells) if c["cell_type"] == "code" and PLOTTING.search(_source(c))
-            and "ipywidgets" not in _source(c)]
+    return [i for i, c in enumerate(cells) if c["cell_type"] == "code"
+            and PLOTTING.search(_run_at_top_level(_source(c))) and "ipywidgets" not in _source(c)]
 
 
 @pytest.fixture(scope="session")
