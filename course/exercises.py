@@ -11,6 +11,7 @@ disk now, and so that the learner's module and the reference can live side by si
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import itertools
 import sys
@@ -166,8 +167,15 @@ def is_stub(fn) -> bool:
     return code is not None and any(isinstance(c, str) and c in _stub_messages() for c in code.co_consts)
 
 
-def _stub_messages() -> set[str]:
-    return {stub_message(name) for name in exercises()}
+def _stub_messages() -> frozenset[str]:
+    stamp = tuple((m, (SOLUTIONS_DIR / f"{m}.py").stat().st_mtime_ns) for m in modules())
+    return _stub_messages_at(stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _stub_messages_at(stamp: tuple) -> frozenset[str]:
+    """Every generated stub message, for the solution files as they were at `stamp` (module, mtime) pairs."""
+    return frozenset(stub_message(name) for name in exercises())
 
 
 def _exec_file(name: str, path: Path) -> types.ModuleType:
