@@ -127,6 +127,11 @@ jupyter-book build . -W -n --keep-going "${ARGS[@]}" "$@"
 echo "$STAMP" > "$CACHE.stamp"
 # Sphinx copies html_static_path only when it writes pages (and keeps stale copies): bring the scripts up to date
 cp -r "$STATIC/." "$BUILD/html/_static/"
+# The widget manager's CSS asks for its fonts relative to the module path require.js has at that moment; when the
+# path is set after the CSS loads (a race), they are asked for beside the page: serve a copy there too.
+mkdir -p "$BUILD/html/book/@jupyter-widgets"
+find "$STATIC/widgets" -maxdepth 1 -type f \( -name '*.woff*' -o -name '*.ttf' -o -name '*.eot' -o -name '*.svg' \) \
+  -exec cp {} "$BUILD/html/book/@jupyter-widgets/" \;
 # how long each chapter ran (from the cache: a chapter reused from it shows the time of the run that made it)
 python - "$CACHE" <<'EOF' || true
 import re
