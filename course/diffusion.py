@@ -134,7 +134,7 @@ class Diffusion:
     def loss(self, model, x0: torch.Tensor, y: torch.Tensor | None = None, *, p_uncond: float = 0.0,
              num_classes: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw t uniformly and ε ~ N(0, I), drop labels to the null class with probability `p_uncond`, and
-        return `ddpm_loss`. Random numbers come from `generator` (on the CPU) for reproducible training.
+        return `ddpm_loss`. Random numbers come from `generator` (on its own device) for reproducible training.
 
         Label dropout has one home per model. Models without their own (the U-Net and ViT of chapters 0-1) get it
         here, with `p_uncond > 0`. A model that drops labels itself, as DiT's `LabelEmbedder` does while training
@@ -143,11 +143,11 @@ class Diffusion:
         """
         if y is not None:
             self.check_label_dropout(model, p_uncond)
-        B = x0.shape[0]
-        t = torch.randint(0, self.T, (B,), generator=generator).to(x0.device)
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+        B, dev = x0.shape[0], (generator.device if generator is not None else x0.device)  # drawn where `generator` is
+        t = torch.randint(0, self.T, (B,), generator=generator, device=dev).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=dev).to(x0.device, x0.dtype)
         if y is not None and p_uncond > 0:
-            drop = (torch.rand(B, generator=generator) < p_uncond).to(y.device)
+            drop = (torch.rand(B, generator=generator, device=dev) < p_uncond).to(y.device)
             y = torch.where(drop, torch.full_like(y, num_classes), y)
         return ddpm_loss(model, x0, t, noise, self.alphas_cumprod, y)
 

@@ -287,7 +287,8 @@ def shift_augment(x: torch.Tensor, generator: torch.Generator | None = None, pad
     plus Mixup/CutMix; digits are not flip-invariant, so only the shift (RandomCrop's effect) is kept."""
     B, _, H, W = x.shape
     padded = F.pad(x, (pad,) * 4, value=-1.0)
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, B), generator=generator).tolist()
+    dev = generator.device if generator is not None else torch.device("cpu")
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, B), generator=generator, device=dev).tolist()
     return torch.stack([padded[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(B)])
 
 
@@ -300,12 +301,13 @@ def make_hybrid_loss_fn(x_train: torch.Tensor, y_train: torch.Tensor, diffusion,
     two loaders. Timesteps are uniform over {0..T−1}."""
 
     def loss_fn(model, xb, yb, generator):
-        dev = xb.device
-        t = torch.randint(0, diffusion.T, (xb.shape[0],), generator=generator).to(dev)
-        noise = torch.randn(xb.shape, generator=generator).to(dev, xb.dtype)
+        dev, g_dev = xb.device, generator.device  # the loop's generator lives on the training device
+        t = torch.randint(0, diffusion.T, (xb.shape[0],), generator=generator, device=g_dev).to(dev)
+        noise = torch.randn(xb.shape, generator=generator, device=g_dev).to(dev, xb.dtype)
         x_cls = y_cls = None
         if pyx:
-            idx = torch.randint(0, len(x_train), (cls_batch or xb.shape[0],), generator=generator)
+            idx = torch.randint(0, len(x_train), (cls_batch or xb.shape[0],), generator=generator,
+                                device=g_dev).to(x_train.device)
             x_cls = x_train[idx]
             x_cls = shift_augment(x_cls, generator) if augment else x_cls
             x_cls, y_cls = x_cls.to(dev), y_train[idx].to(dev)

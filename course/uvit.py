@@ -293,8 +293,9 @@ def skip_trace(model: UViT, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | 
     for block in model.blocks:
         handles.append(block.register_forward_pre_hook(pre, with_kwargs=True))
         handles.append(block.register_forward_hook(post, with_kwargs=True))
+    dev = next(model.parameters()).device
     try:
-        model(x, t, y)
+        model(x.to(dev), t.to(dev), y if y is None else y.to(dev))
     finally:
         for h in handles:
             h.remove()
@@ -314,9 +315,10 @@ def time_token_attention(model: UViT, x: torch.Tensor, t: torch.Tensor, y: torch
         maps.append(attn.attention_map(args[0])[:, :, model.extras:, time_index])  # (B, heads, N)
 
     handles = [b.attn.register_forward_pre_hook(hook) for b in model.blocks]
+    dev = next(model.parameters()).device
     try:
-        model(x, t, y)
+        model(x.to(dev), t.to(dev), y if y is None else y.to(dev))
     finally:
         for h in handles:
             h.remove()
-    return torch.stack(maps)
+    return torch.stack(maps).cpu()
