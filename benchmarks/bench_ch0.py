@@ -29,6 +29,7 @@ print("BENCH" + json.dumps({
     "samplers": {f"{s}-{k}": {"acc": e.acc, "fd": e.fd, "seconds": e.seconds, "n": len(e.labels)} for s, k, e in rows},
     "ddim_at_ddpm_n": {"acc": ddim_same.acc, "fd": ddim_same.fd, "n": len(ddim_same.labels)},
     "noise_fd": noise_fd,
+    "guidance": {str(w): {"acc": e.acc, "fd": e.fd} for w, e in sweep.items()},
 }))
 """
 
@@ -53,6 +54,8 @@ def main() -> None:
     same = stats["ddim_at_ddpm_n"]
     print(f"  ddim-20 at DDPM's n       accuracy {same['acc']:6.1%}   FD {same['fd']:6.2f}   ({same['n']} samples)")
     print(f"  pure noise                FD {stats['noise_fd']:.1f}")
+    print("  guidance sweep (DDIM 20):  " + "; ".join(f"w = {float(w):g}: {g['acc']:.1%}, FD {g['fd']:.2f}"
+                                                     for w, g in stats["guidance"].items()))
     if args.tests:
         start = time.perf_counter()
         proc = subprocess.run(["bash", "tools/test.sh", "-q"], cwd=ROOT, capture_output=True, text=True)

@@ -93,11 +93,13 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, alphas_
     """One DDIM step, Eq. (12), from timestep t to t_prev < t (t_prev = -1 means "to the clean image", ᾱ = 1):
 
         x̂_0 = (x_t − √(1 − ᾱ_t) ε) / √ᾱ_t              (clipped to [-1, 1] when `clip`)
+        ε   = (x_t − √ᾱ_t x̂_0) / √(1 − ᾱ_t)             (re-derived from the clipped x̂_0, as ADM and DiT do)
         σ   = η · √((1 − ᾱ_prev) / (1 − ᾱ_t)) · √(1 − ᾱ_t / ᾱ_prev)
         x_prev = √ᾱ_prev · x̂_0 + √(1 − ᾱ_prev − σ²) · ε + σ z
 
     η = 0 is the deterministic DDIM sampler; η = 1 gives σ² = β̃_t, the DDPM posterior's variance. `noise` (z) is
-    needed when η > 0.
+    needed when η > 0. Without the re-derivation, a clipped x̂_0 and the unclipped ε would point to two different
+    images, and the step would mix them.
     """
     raise NotImplementedError('Exercise `diffusion.ddim_step` is not done yet: write it in course/diffusion.py (book/00_diffusion.ipynb, section "Exercise: diffusion.ddim_step").')
 

@@ -29,7 +29,7 @@ class _ResBlock(nn.Module):
 
     def forward(self, x, emb):
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(emb)[:, :, None, None]
+        h = h + self.emb(F.silu(emb))[:, :, None, None]  # SiLU first (DDPM): the class's shift can depend on t
         h = self.conv2(F.silu(self.norm2(h)))
         return h + self.skip(x)
 

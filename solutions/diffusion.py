@@ -110,11 +110,13 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, alphas_
     """One DDIM step, Eq. (12), from timestep t to t_prev < t (t_prev = -1 means "to the clean image", ᾱ = 1):
 
         x̂_0 = (x_t − √(1 − ᾱ_t) ε) / √ᾱ_t              (clipped to [-1, 1] when `clip`)
+        ε   = (x_t − √ᾱ_t x̂_0) / √(1 − ᾱ_t)             (re-derived from the clipped x̂_0, as ADM and DiT do)
         σ   = η · √((1 − ᾱ_prev) / (1 − ᾱ_t)) · √(1 − ᾱ_t / ᾱ_prev)
         x_prev = √ᾱ_prev · x̂_0 + √(1 − ᾱ_prev − σ²) · ε + σ z
 
     η = 0 is the deterministic DDIM sampler; η = 1 gives σ² = β̃_t, the DDPM posterior's variance. `noise` (z) is
-    needed when η > 0.
+    needed when η > 0. Without the re-derivation, a clipped x̂_0 and the unclipped ε would point to two different
+    images, and the step would mix them.
     """
     # BEGIN SOLUTION
     a_t = alphas_cumprod[t].item()
@@ -122,6 +124,7 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, alphas_
     x0 = (x_t - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
     if clip:
         x0 = x0.clamp(-1, 1)
+        eps = (x_t - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)  # the noise that this x̂_0 implies
     sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t)) * math.sqrt(1 - a_t / a_prev)
     x_prev = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
     if sigma > 0:

@@ -296,13 +296,15 @@ def check_ddpm_step(impl, ref):
 # ddim_step
 # ---------------------------------------------------------------------------------------------------------------
 def _ddim(x_t, eps, t, t_prev, alphas_cumprod, eta=0.0, noise=None, clip=True, *, prev_at_t=False,
-          always_clip=False, keep_eps_scale=False):
+          always_clip=False, keep_eps_scale=False, keep_model_eps=False):
     """DDIM's Eq. (12) step with one ingredient changed: the common body of the wrong versions."""
     a_t = alphas_cumprod[t].item()
     a_prev = a_t if prev_at_t else (alphas_cumprod[t_prev].item() if t_prev >= 0 else 1.0)
     x0 = (x_t - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
     if clip or always_clip:
         x0 = x0.clamp(-1, 1)
+        if not keep_model_eps:
+            eps = (x_t - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
     sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t)) * math.sqrt(max(1 - a_t / a_prev, 0.0))
     direction = math.sqrt(1 - a_prev) if keep_eps_scale else math.sqrt(max(1 - a_prev - sigma**2, 0.0))
     x_prev = math.sqrt(a_prev) * x0 + direction * eps
@@ -339,10 +341,17 @@ def _(x_t, eps, t, t_prev, alphas_cumprod, eta=0.0, noise=None, clip=True):
 def _(x_t, eps, t, t_prev, alphas_cumprod, eta=0.0, noise=None, clip=True):
     a_t, a_prev = alphas_cumprod[t].item(), alphas_cumprod[t_prev].item()
     x0 = (x_t - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
-    x0 = x0.clamp(-1, 1) if clip else x0
-    sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t)) * math.sqrt(1 - a_t / a_prev)
+    if clip:
+        x0 = x0.clamp(-1, 1)
+        eps = (x_t - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
+    sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t)) * math.sqrt(1 - a_t / a_prev)  # raises: ᾱ_prev < ᾱ_t
     x_prev = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
     return x_prev + sigma * noise if sigma > 0 else x_prev
+
+
+@mistake("diffusion.ddim_step", "the model's ε is kept after x̂0 is clipped (re-derive ε from the clipped x̂0)")
+def _(x_t, eps, t, t_prev, alphas_cumprod, eta=0.0, noise=None, clip=True):
+    return _ddim(x_t, eps, t, t_prev, alphas_cumprod, eta, noise, clip, keep_model_eps=True)
 
 
 @exercise("diffusion.ddim_step")
@@ -368,12 +377,13 @@ def check_ddim_step(impl, ref):
         wrong = wrong_outputs("diffusion.ddim_step", x, eps, t, t_prev, ab)
         expect_close(step(t, t_prev), ref.ddim_step(x, eps, t, t_prev, ab), what=f"ddim_step from t = {t} to "
                      f"{t_prev} (η = 0)", atol=1e-5, mistakes=wrong,
-                     hint="x̂0 = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t clipped to [-1, 1], then √ᾱ_prev x̂0 + √(1 − ᾱ_prev) ε; "
+                     hint="x̂0 = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t clipped to [-1, 1], ε re-derived from it as "
+                          "(x_t − √ᾱ_t x̂0)/√(1 − ᾱ_t), then √ᾱ_prev x̂0 + √(1 − ᾱ_prev) ε; "
                           "t_prev = -1 means ᾱ_prev = 1.")
         expect_close(step(t, t_prev, clip=False), ref.ddim_step(x, eps, t, t_prev, ab, clip=False),
                      what=f"ddim_step with clip=False from t = {t} to {t_prev}", atol=1e-5,
                      mistakes=wrong_outputs("diffusion.ddim_step", x, eps, t, t_prev, ab, clip=False),
-                     hint="clip=False leaves x̂0 as it is.")
+                     hint="clip=False leaves x̂0 (and so ε) as it is.")
         for eta in (1.0, 0.3):
             want = ref.ddim_step(x, eps, t, t_prev, ab, eta=eta, noise=z)
             expect_close(step(t, t_prev, eta=eta, noise=z), want,
