@@ -203,6 +203,11 @@ def evaluate(model, diffusion, *, size: int = 8, n_per_class: int | None = None,
     return Evaluation(acc, fd_to_test(samples, size, dataset), samples, labels, seconds, w, steps)
 
 
-def fd_floor(size: int = 8, dataset: str = "digits") -> float:
-    """FD of the real training images to the test images: the best any sampler can hope for here."""
-    return fd_to_test(real_images(dataset, "train", size)[0], size, dataset)
+def fd_floor(size: int = 8, dataset: str = "digits", n: int | None = None, seed: int = 0) -> float:
+    """FD of the real training images to the test images: the best any sampler can hope for here. FD depends on the
+    number of images, so with `n` it is measured on n training images drawn at random (seeded), to be set beside
+    n samples; without it on the whole training split."""
+    x = real_images(dataset, "train", size)[0]
+    if n is not None and n < len(x):
+        x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]]
+    return fd_to_test(x, size, dataset)

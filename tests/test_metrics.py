@@ -29,6 +29,14 @@ def test_judge_is_accurate_and_fd_separates_real_from_noise_and_blur():
     assert real < 1.0 and noise > 20 * real and blurred > 10 * real
 
 
+def test_the_floor_at_a_sample_count_is_seeded_and_higher_with_fewer_images():
+    # FD is biased upwards at small N: a floor set beside 100 samples must be measured on 100 real digits.
+    whole, small = fd_floor(8), fd_floor(8, n=100)
+    assert small == fd_floor(8, n=100) and small != fd_floor(8, n=100, seed=1)
+    assert small > 2 * whole
+    assert fd_floor(8, n=10_000) == whole  # more than there are: the whole split
+
+
 def test_a_damaged_judge_cache_is_retrained(tmp_path, monkeypatch, capsys):
     import course.metrics as m
 
