@@ -52,6 +52,8 @@ def test_notebook_is_committed_clean_and_starts_with_setup(path):
     code = [c for c in cells(path) if c["cell_type"] == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "clear the outputs"
     assert "setup(" in source(code[0])
+    # show_exercise displays itself and returns None: wrapped in display() it prints a stray "None" on the page
+    assert not [c for c in code if "display(show_exercise(" in source(c)], "call show_exercise(...) on its own"
 
 
 @pytest.mark.parametrize("module", modules())
