@@ -263,6 +263,17 @@ class AdaLNUViT(UViT):
 # ---------------------------------------------------------------------------------------------------------------
 # Looking inside
 # ---------------------------------------------------------------------------------------------------------------
+def _run_hooked(model: UViT, handles: list, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> None:
+    """One forward of `model` on its own device (the inputs moved there) for the hooks in `handles`, then remove
+    them, also when the forward raises."""
+    dev = next(model.parameters()).device
+    try:
+        model(x.to(dev), t.to(dev), y if y is None else y.to(dev))
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @torch.no_grad()
 def skip_trace(model: UViT, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> list[dict]:
     """Run `model` once and record, block by block, what its forward did with the long skips: for each block in
@@ -293,12 +304,7 @@ def skip_trace(model: UViT, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | 
     for block in model.blocks:
         handles.append(block.register_forward_pre_hook(pre, with_kwargs=True))
         handles.append(block.register_forward_hook(post, with_kwargs=True))
-    dev = next(model.parameters()).device
-    try:
-        model(x.to(dev), t.to(dev), y if y is None else y.to(dev))
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(model, handles, x, t, y)
     return events
 
 
@@ -315,10 +321,5 @@ def time_token_attention(model: UViT, x: torch.Tensor, t: torch.Tensor, y: torch
         maps.append(attn.attention_map(args[0])[:, :, model.extras:, time_index])  # (B, heads, N)
 
     handles = [b.attn.register_forward_pre_hook(hook) for b in model.blocks]
-    dev = next(model.parameters()).device
-    try:
-        model(x.to(dev), t.to(dev), y if y is None else y.to(dev))
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(model, handles, x, t, y)
     return torch.stack(maps).cpu()
