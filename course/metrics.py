@@ -211,3 +211,35 @@ def fd_floor(size: int = 8, dataset: str = "digits", n: int | None = None, seed:
     if n is not None and n < len(x):
         x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]]
     return fd_to_test(x, size, dataset)
+
+
+@torch.no_grad()
+def heldout_loss(model, alphas_cumprod: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None, *,
+              repeats: int = 8, seed: int = 0, batch_size: int = 1000) -> float:
+    """The training objective, ‖ε − ε_θ(x_t, t, y)‖² (DDPM's Eq. 14), on held-out images `x`: each image `repeats`
+    times, at timesteps spread evenly over [0, T) and with noise drawn from `seed`.
+
+    The same (image, t, ε) triples for every model: two models are compared on identical draws, so the difference of
+    their test losses is far less noisy than a difference of FDs from samples, and it costs one forward pass per
+    triple (no sampling). It measures the denoiser, not the samples: a lower loss usually means better samples, not
+    always. Only the first C output channels count (a model with learned variance returns 2C)."""
+    T, n = len(alphas_cumprod), len(x) * repeats
+    g = torch.Generator().manual_seed(seed)
+    t = (torch.arange(n) * T // n)[torch.randperm(n, generator=g)]  # stratified over [0, T), shuffled
+    noise = torch.randn((n, *x.shape[1:]), generator=g)
+    x0, labels = x.repeat(repeats, *[1] * (x.dim() - 1)), (y.repeat(repeats) if y is not None else None)
+    dev = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        for i in range(0, n, batch_size):
+            ab = alphas_cumprod.float()[t[i:i + batch_size]].view(-1, *[1] * (x.dim() - 1))
+            eps = noise[i:i + batch_size]
+            x_t = ab.sqrt() * x0[i:i + batch_size] + (1 - ab).sqrt() * eps
+            yb = labels[i:i + batch_size].to(dev) if labels is not None else None
+            out = model(x_t.to(dev), t[i:i + batch_size].to(dev), yb).float().cpu()[:, : x.shape[1]]
+            total += F.mse_loss(out, eps, reduction="sum").item()
+    finally:
+        model.train(was_training)
+    return total / noise.numel()

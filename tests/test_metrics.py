@@ -49,3 +49,42 @@ def test_a_damaged_judge_cache_is_retrained(tmp_path, monkeypatch, capsys):
     assert "could not be read" in capsys.readouterr().out
     monkeypatch.setattr(m, "_JUDGES", {})
     assert m.load_judge(8).test_accuracy == 0.5  # the retrained judge replaced the damaged file
+
+
+class _Oracle(torch.nn.Module):
+    """Knows the one clean image there is, so it can read ε off x_t exactly: ε = (x_t − √ᾱ_t x0) / √(1 − ᾱ_t)."""
+
+    def __init__(self, x0, alphas_cumprod, extra_channels=0):
+        super().__init__()
+        self.x0, self.ab, self.extra = x0, alphas_cumprod.float(), extra_channels
+        self.w = torch.nn.Parameter(torch.zeros(()))  # a parameter, so that the model has a device
+
+    def forward(self, x_t, t, y=None):
+        ab = self.ab[t].view(-1, 1, 1, 1)
+        eps = (x_t - ab.sqrt() * self.x0) / (1 - ab).sqrt()
+        return torch.cat([eps, torch.full((len(x_t), self.extra, *x_t.shape[2:]), 5.0)], 1) if self.extra else eps
+
+
+def test_heldout_loss_is_zero_for_an_oracle_one_for_zeros_and_seeded():
+    from course.metrics import heldout_loss
+
+    ab = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
+    x = digits("test")[0][:1].repeat(50, 1, 1, 1)
+    oracle = _Oracle(x[:1], ab).train()
+    assert heldout_loss(oracle, ab, x) < 1e-6
+    assert oracle.training  # its mode is given back
+    assert heldout_loss(_Oracle(x[:1], ab, extra_channels=1), ab, x) < 1e-6  # only the first C channels count
+    late = _Oracle(x[:1], torch.cat([ab[1:], ab[-1:]]))  # reads t as t + 1: off by one step
+    assert heldout_loss(late, ab, x) > 1e-4
+
+    class Zeros(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x_t, t, y=None):
+            return torch.zeros_like(x_t)
+
+    loss = heldout_loss(Zeros(), ab, x, repeats=40)
+    assert abs(loss - 1.0) < 0.05  # E‖ε‖² per element
+    assert loss == heldout_loss(Zeros(), ab, x, repeats=40) != heldout_loss(Zeros(), ab, x, repeats=40, seed=1)
