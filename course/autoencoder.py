@@ -42,7 +42,7 @@ class AEConfig:
 
 def default_config(**overrides) -> AEConfig:
     """The profile's configuration: fewer steps in `ci` (seconds), more on a GPU."""
-    steps = PROFILE.pick(ci=40, cpu=800, gpu=3000)
+    steps = PROFILE.pick(ci=40, cpu=800, gpu=800)
     return AEConfig(**{"steps": steps, **overrides})
 
 

@@ -3,8 +3,10 @@
 `COURSE_PROFILE` picks how big the chapter runs are:
 - `ci`: seconds; the tests and nbval use it;
 - `cpu`: minutes on a laptop, the default without a GPU;
-- `gpu`: bigger models and more steps, the default when CUDA is available: a chapter in ≤ 60 s on one H100
-  (`python benchmarks/bench_gpu.py` times each).
+- `gpu`: the default when CUDA is available. The chapters' models are small, so a GPU runs them only 2-3 times
+  faster than two CPU cores (it waits for Python to launch each small kernel): the `gpu` profile keeps the `cpu`
+  profile's steps and spends the GPU on larger batches and more samples (`python benchmarks/bench_gpu.py` times
+  each chapter).
 A chapter asks for its numbers with `PROFILE.pick(ci=..., cpu=..., gpu=...)`.
 """
 from __future__ import annotations
