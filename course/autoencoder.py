@@ -41,7 +41,7 @@ class AEConfig:
 
 
 def default_config(**overrides) -> AEConfig:
-    """The profile's configuration: fewer steps in `ci` (seconds), more on a GPU."""
+    """The profile's configuration: fewer steps in `ci` (seconds)."""
     steps = PROFILE.pick(ci=40, cpu=800, gpu=800)
     return AEConfig(**{"steps": steps, **overrides})
 

@@ -215,7 +215,7 @@ def fd_floor(size: int = 8, dataset: str = "digits", n: int | None = None, seed:
 
 @torch.no_grad()
 def heldout_loss(model, alphas_cumprod: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None, *,
-              repeats: int = 8, seed: int = 0, batch_size: int = 1000) -> float:
+                 repeats: int = 8, seed: int = 0, batch_size: int = 1000) -> float:
     """The training objective, ‖ε − ε_θ(x_t, t, y)‖² (DDPM's Eq. 14), on held-out images `x`: each image `repeats`
     times, at timesteps spread evenly over [0, T) and with noise drawn from `seed`.
 
@@ -228,7 +228,7 @@ def heldout_loss(model, alphas_cumprod: torch.Tensor, x: torch.Tensor, y: torch.
     t = (torch.arange(n) * T // n)[torch.randperm(n, generator=g)]  # stratified over [0, T), shuffled
     noise = torch.randn((n, *x.shape[1:]), generator=g)
     x0, labels = x.repeat(repeats, *[1] * (x.dim() - 1)), (y.repeat(repeats) if y is not None else None)
-    dev = next(model.parameters()).device
+    dev = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
     was_training = model.training
     model.eval()
     total = 0.0
