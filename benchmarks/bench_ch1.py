@@ -5,7 +5,8 @@
 The notebook runs in reference mode in a fresh kernel, exactly as the book build runs it; the figures are read
 from the kernel afterwards, so they are the ones a reader sees: for both backbones the parameters, the forward
 GFLOP per 8×8 image (course.flops, i.e. torch.utils.flop_counter: 2 FLOPs per multiply-add), the training seconds
-under the same budget, and FD and class accuracy of unguided (w = 1) 20-step DDIM samples.
+under the same budget, FD and class accuracy of unguided (w = 1) 20-step DDIM samples, and the held-out loss
+(course.metrics.heldout_loss) of three seeds of each model early in training.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ REPORT = """
 import json
 from course.flops import gflops
 print("BENCH" + json.dumps({
-    "profile": PROFILE.name, "fd_floor": floor, "budget": {k: v for k, v in budget.items()},
+    "profile": PROFILE.name, "fd_floor": floor, "budget": {"steps": steps, **budget},
+    "seeds": {"steps": SEED_STEPS, "heldout": early}, "heldout": heldout,
     "models": {name: {"params": n_params(runs[name].model), "gflops": gflops(runs[name].model, (1, 1, 8, 8)),
                       "train_seconds": runs[name].seconds, "steps": runs[name].steps,
                       "steps_per_second": runs[name].steps_per_second,
@@ -50,6 +52,10 @@ def main() -> None:
         print(f"  {name:7s} {m['params']:>9,} {m['gflops']:>10.4f} {m['train_seconds']:>8.1f} "
               f"{m['steps_per_second']:>8.2f} {m['final_loss']:>7.4f} {m['fd']:>9.2f} {m['acc']:>10.1%} "
               f"{m['sampling_seconds']:>11.1f}")
+    seeds = stats["seeds"]
+    print("  held-out loss of the seed-0 models: " + ", ".join(f"{k} {v:.4f}" for k, v in stats["heldout"].items()))
+    print(f"  held-out loss after {seeds['steps']} steps, per seed: "
+          + "; ".join(f"{k} " + ", ".join(f"{v:.4f}" for v in vals) for k, vals in seeds["heldout"].items()))
     n = next(iter(models.values()))["n_samples"]
     print(f"  ({n} samples per model, 20 DDIM steps; real training digits score FD {stats['fd_floor']:.2f})")
     print("  receptive field of pixel (3, 4) after training (share of |gradient| on the pixel itself; of the rest, "
