@@ -236,8 +236,8 @@ def heldout_loss(model, alphas_cumprod: torch.Tensor, x: torch.Tensor, y: torch.
         for i in range(0, n, batch_size):
             ab = alphas_cumprod.float()[t[i:i + batch_size]].view(-1, *[1] * (x.dim() - 1))
             eps = noise[i:i + batch_size]
-            x_t = ab.sqrt() * x0[i:i + batch_size] + (1 - ab).sqrt() * eps  # q_sample, kept here so that the
-            # measure never runs a learner's exercise code
+            # q_sample, written out so that the measure never runs a learner's exercise code
+            x_t = ab.sqrt() * x0[i:i + batch_size] + (1 - ab).sqrt() * eps
             yb = labels[i:i + batch_size].to(dev) if labels is not None else None
             out = model(x_t.to(dev), t[i:i + batch_size].to(dev), yb).float().cpu()[:, : x.shape[1]]
             total += F.mse_loss(out, eps, reduction="sum").item()
