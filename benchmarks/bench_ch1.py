@@ -4,9 +4,9 @@
 
 The notebook runs in reference mode in a fresh kernel, exactly as the book build runs it; the figures are read
 from the kernel afterwards, so they are the ones a reader sees: for both backbones the parameters, the forward
-GFLOP per 8×8 image (course.flops, i.e. torch.utils.flop_counter: 2 FLOPs per multiply-add), the training seconds
+GFLOP per 8×8 image (course.lab.flops, i.e. torch.utils.flop_counter: 2 FLOPs per multiply-add), the training seconds
 under the same budget, FD and class accuracy of unguided (w = 1) 20-step DDIM samples, and the held-out loss
-(course.metrics.heldout_loss) of three seeds of each model early in training.
+(course.lab.metrics.heldout_loss) of three seeds of each model early in training.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from notebook_runner import run_notebook
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = """
 import json
-from course.flops import gflops
+from course.lab.flops import gflops
 print("BENCH" + json.dumps({
     "profile": PROFILE.name, "fd_floor": floor, "budget": {"steps": steps, **budget},
     "seeds": {"steps": SEED_STEPS, "heldout": early}, "heldout": heldout,

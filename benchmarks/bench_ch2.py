@@ -7,7 +7,7 @@ the chapter run end to end with what it measured.
 One training step = sample t and ε, forward, ε-MSE, backward, AdamW step (fused on CUDA), as in the official
 recipe without its EMA. Printed per configuration: steps/s, images/s and achieved TFLOP/s, where the FLOPs of one
 step (forward + backward) are counted by `torch.utils.flop_counter`, which counts 2 FLOPs per multiply-add (the DiT
-paper's "Gflops" count multiply-adds, i.e. half as many); the counts come from `course.flops`.
+paper's "Gflops" count multiply-adds, i.e. half as many); the counts come from `course.lab.flops`.
 
 - CPU: the course's DiT (DiT-Ti/2: depth 4, width 128, 4 heads, patch 2) on 8×8×1 digits, batch 128.
 - CUDA (only if torch.cuda.is_available()): DiT-S/2 and DiT-B/2 of the paper at 32×32×4 latents, 1000 classes,
@@ -31,9 +31,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from course.config import PROFILE  # noqa: E402
-from course.exercises import reference_module  # noqa: E402
-from course.flops import forward_flops, training_step_flops  # noqa: E402
+from course.lab.config import PROFILE  # noqa: E402
+from course.grader.exercises import reference_module  # noqa: E402
+from course.lab.flops import forward_flops, training_step_flops  # noqa: E402
 
 dit = reference_module("dit")
 ALPHAS_CUMPROD = reference_module("diffusion").Diffusion().alphas_cumprod.float()
@@ -63,7 +63,7 @@ def make_step(model, optimizer, batch: int, shape: tuple[int, int, int], num_cla
 
 
 def count_step_flops(make_model, batch: int, shape) -> float:
-    """FLOPs (2 per multiply-add) of one forward + backward pass of `batch` images (`course.flops`, meta device)."""
+    """FLOPs (2 per multiply-add) of one forward + backward pass of `batch` images (`course.lab.flops`, meta device)."""
     with torch.device("meta"):
         model = make_model()
     y = torch.zeros(batch, dtype=torch.long)
@@ -71,7 +71,7 @@ def count_step_flops(make_model, batch: int, shape) -> float:
 
 
 def count_forward_flops(make_model, shape) -> float:
-    """FLOPs (2 per multiply-add) of one forward pass of one image (`course.flops`, meta device)."""
+    """FLOPs (2 per multiply-add) of one forward pass of one image (`course.lab.flops`, meta device)."""
     with torch.device("meta"):
         model = make_model()
     return float(forward_flops(model, (1, *shape), y=torch.zeros(1, dtype=torch.long)))

@@ -10,13 +10,13 @@
 2. Throughput on random data, all in this one run so that the numbers compare: the paper's DiT-S/2 and DiT-B/2
    (32×32×4 latents, 1000 classes, learned σ, batch 256) trained by
    - the recipe: bf16 autocast + torch.compile (default mode) + fused AdamW + a foreach EMA, a hand-written step;
-   - the course's loop `course.train.train`, eager and with `compile=True` (CUDA graphs), and with `--levers`
+   - the course's loop `course.lab.train.train`, eager and with `compile=True` (CUDA graphs), and with `--levers`
      each lever on DiT-B/2: no CUDA graphs, cuDNN or flash attention, channels-last patch embedding, batch 512.
    img/s are measured after warm-up (compiling); MFU = achieved FLOP/s ÷ the measured bf16 matmul peak, with the
    FLOPs of a training step (forward + backward, 2 per multiply-add) counted by `torch.utils.flop_counter`.
 3. A small model, chapter 0's SmallUNet (766k parameters, 8×8, batch 128): the loop's steps/s eager, with CUDA
    graphs (`compile=True`) and with `compile="cudagraphs"` (no kernel generation), and what compiling costs:
-   the numbers behind `AUTO_COMPILE_MIN_STEPS` in course/train.py.
+   the numbers behind `AUTO_COMPILE_MIN_STEPS` in course/lab/train.py.
 """
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the course
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # notebook_runner
 
-from course.exercises import reference_module
-from course.nets import SmallUNet
-from course.train import train
+from course.grader.exercises import reference_module
+from course.lab.nets import SmallUNet
+from course.lab.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("COURSE_SOLUTIONS", "1")  # the notebooks run the reference
@@ -139,7 +139,7 @@ def recipe(make_model, *, batch: int, shape, num_classes: int, device, warmup: i
 
 def loop(make_model, *, batch: int, shape, num_classes: int, device, warmup: int, steps: int, compile,
          sdpa=None, channels_last: bool = False, p_uncond: float = 0.0) -> dict:
-    """The course's loop, `course.train.train`, on random data; img/s between its first loss read after
+    """The course's loop, `course.lab.train.train`, on random data; img/s between its first loss read after
     `warmup` steps and its last one."""
     torch.manual_seed(0)
     model = make_model()
@@ -180,7 +180,8 @@ def notebooks(chapters: list[str], profile: str) -> list[dict]:
     from notebook_runner import run_notebook
 
     os.environ["COURSE_PROFILE"] = profile  # the kernels inherit it
-    report = 'import json\nfrom course.config import PROFILE\nprint("BENCH" + json.dumps({"profile": PROFILE.name}))'
+    report = ('import json\nfrom course.lab.config import PROFILE\n'
+              'print("BENCH" + json.dumps({"profile": PROFILE.name}))')
     rows = []
     for path in sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb")):
         if chapters and path.name[:2] not in chapters:

@@ -5,7 +5,7 @@
 
 The class: a third complete (the reference), a third not started (the generated stubs), a third half done (each
 module either the reference or the stub, at random), with one submission that hangs in a check and one that exits
-at import. Every exercise of every submission runs in its own sandboxed child (see course/sandbox.py).
+at import. Every exercise of every submission runs in its own sandboxed child (see course/grader/sandbox.py).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from course.exercises import SOLUTIONS_DIR, modules, student_source  # noqa: E402
+from course.grader.exercises import SOLUTIONS_DIR, modules, student_source  # noqa: E402
 
 
 def make_class(folder: Path, n: int, seed: int = 0) -> list[str]:

@@ -1,8 +1,9 @@
 """Diffusion Transformers from scratch: the learner's package.
 
-Infrastructure (data, training, metrics, plots, widgets, the grader) lives here beside the exercise modules
-(`diffusion`, `layers`, `unet`, `vit`, `dit`, ...), which are generated from `solutions/` with their marked blocks
-left for the learner to write.
+The top level holds the learner's exercise modules (`diffusion`, `layers`, `unet`, `vit`, `dit`, ...), generated
+from `solutions/` with their marked blocks left for the learner to write, and this file's short public surface
+(`check`, `setup`, `glue`, `show_exercise`). What the chapters use (data, training, metrics, plots, widgets, ...) is
+in `course.lab`; the grader (the exercise registry, grading, the sandbox and the checks) in `course.grader`.
 
 With the environment variable `COURSE_SOLUTIONS=1`, `import course.<exercise module>` gives the reference instead:
 the book build, CI and instructors run that way.
@@ -14,7 +15,7 @@ import importlib.util
 import os
 import sys
 
-from course.exercises import ALL_MODULES, CHAPTER_OF, CHAPTERS, SOLUTIONS_DIR
+from course.grader.exercises import ALL_MODULES, CHAPTER_OF, CHAPTERS, SOLUTIONS_DIR
 
 __all__ = ["check", "setup", "reference_mode", "show_exercise", "glue"]
 
@@ -40,21 +41,21 @@ if not any(isinstance(f, _ReferenceFinder) for f in sys.meta_path):
 
 def check(target: str = "all", **kwargs):
     """Grade exercises against the reference and show the result: `check("dit.modulate")`, `check("dit")`."""
-    from course.grading import check as _check
+    from course.grader.grading import check as _check
 
     return _check(target, **kwargs)
 
 
 def show_exercise(name: str):
     """Show what to write for an exercise (and, in the built book, the reference folded away)."""
-    from course.show import show_exercise as _show
+    from course.lab.show import show_exercise as _show
 
     return _show(name)
 
 
 def glue(name: str, value, display: bool = False):
     """Hand a measured number to the book's prose (myst-nb `glue`; a no-op without myst-nb)."""
-    from course.show import glue as _glue
+    from course.lab.show import glue as _glue
 
     return _glue(name, value, display)
 
@@ -67,7 +68,7 @@ def setup(module: str | None = None, seed: int = 0):
     by the reference (said once), so a later chapter always runs. The chapter's own exercises are left as they are.
     Call it before importing the chapter's module.
     """
-    from course.config import PROFILE, device, seed_everything
+    from course.lab.config import PROFILE, device, seed_everything
 
     seed_everything(seed)
     lines = [f"profile `{PROFILE.name}` on {device()}"]
@@ -108,7 +109,7 @@ def use_reference_for_unfinished(module_names) -> list[str]:
     """Patch every stub exercise of the given learner modules with the reference; return their names."""
     import importlib
 
-    from course.exercises import exercises, is_stub, reference_module, resolve, _set
+    from course.grader.exercises import exercises, is_stub, reference_module, resolve, _set
 
     borrowed = []
     for module in module_names:

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from course.exercises import CHAPTER_OF, COURSE_DIR, exercises, generate, modules
+from course.grader.exercises import CHAPTER_OF, COURSE_DIR, exercises, generate, modules
 
 
 def cmd_list(args) -> int:
@@ -21,14 +21,14 @@ def _impl_folder(impl: str | None) -> Path:
     """`--impl DIR`: the folder itself, its course/, or one level down (where the exercise modules are)."""
     if not impl:
         return COURSE_DIR
-    from course.sandbox import locate
+    from course.grader.sandbox import locate
 
     layout = locate(Path(impl), modules())
     return layout.folder or Path(impl)
 
 
 def cmd_check(args) -> int:
-    from course.grading import resolve_targets, run_exercise
+    from course.grader.grading import resolve_targets, run_exercise
 
     try:
         names = resolve_targets(args.targets)
@@ -52,8 +52,8 @@ def cmd_check(args) -> int:
 
 
 def _check_sandboxed(args, names) -> int:
-    """`check --impl DIR --json`: the submission's code runs in sandboxed children (see course/sandbox.py)."""
-    from course.sandbox import Grader, GraderProblem, kill_children, set_subreaper
+    """`check --impl DIR --json`: the submission's code runs in sandboxed children (see course/grader/sandbox.py)."""
+    from course.grader.sandbox import Grader, GraderProblem, kill_children, set_subreaper
 
     set_subreaper()
     grader = None
@@ -77,7 +77,7 @@ def _check_sandboxed(args, names) -> int:
 
 
 def cmd_progress(args) -> int:
-    from course.grading import run_exercise
+    from course.grader.grading import run_exercise
 
     impl = _impl_folder(args.impl)
     for module in modules():
@@ -119,13 +119,13 @@ def class_summary(rows_by_submission: dict, names: list[str]) -> dict:
 
 def cmd_grade(args) -> int:
     """Grade submission folders into a CSV (one row per submission and exercise, written as each submission
-    finishes) and a JSON report. Each exercise of each submission runs in a sandboxed child (course/sandbox.py).
+    finishes) and a JSON report. Each exercise of each submission runs in a sandboxed child (course/grader/sandbox.py).
     Exit status: 0 when grading itself worked (whatever the grades), 3 when it did not, 130 on Ctrl-C."""
     import threading
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    from course.grading import resolve_targets
-    from course.sandbox import Grader, GraderProblem, Row, clean_text, kill_children, set_subreaper
+    from course.grader.grading import resolve_targets
+    from course.grader.sandbox import Grader, GraderProblem, Row, clean_text, kill_children, set_subreaper
 
     try:
         names = resolve_targets(args.only or ["all"])
@@ -241,7 +241,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_judge(args) -> int:
-    from course.metrics import load_judge
+    from course.lab.metrics import load_judge
 
     judge = load_judge(args.size, retrain=args.retrain, verbose=True)
     print(f"judge for {args.size}x{args.size} digits: test accuracy {judge.test_accuracy:.2%}")

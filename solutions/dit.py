@@ -11,7 +11,7 @@ that an official DiT checkpoint loads into `DiT` with `load_state_dict(..., stri
 
 Below the model: the paper's configurations by name (`DiT_models`, `DiT-S/2` ... `DiT-XL/8`) and the course's small
 ones (`course_models`). The three other conditioning schemes of the paper's ablation (in-context tokens,
-cross-attention, adaLN without zero-init) are given code in `course/conditioning.py`, built from these classes.
+cross-attention, adaLN without zero-init) are given code in `course/lab/conditioning.py`, built from these classes.
 """
 from __future__ import annotations
 

@@ -327,7 +327,7 @@ def shift_augment(x: torch.Tensor, generator: torch.Generator | None = None, pad
 def make_hybrid_loss_fn(x_train: torch.Tensor, y_train: torch.Tensor, diffusion, *, px: float = 100.0,
                         pyx: float = 1.0, loss_type: str = "l1", cls_batch: int | None = None,
                         label_smoothing: float = 0.1, augment: bool = True):
-    """A `loss_fn(model, xb, yb, generator)` for `course.train.train`: `xb` (the loop's batch) is the generative
+    """A `loss_fn(model, xb, yb, generator)` for `course.lab.train.train`: `xb` (the loop's batch) is the generative
     batch, and a second, independent batch of `cls_batch` labelled images (shift-augmented) is drawn from
     (x_train, y_train) with the same generator for the classification term, as the official loop does with its
     two loaders. Timesteps are uniform over {0..T−1}."""

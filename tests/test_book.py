@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from course.exercises import CHAPTER_OF, ROOT, exercises, modules
+from course.grader.exercises import CHAPTER_OF, ROOT, exercises, modules
 
 NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
 

@@ -6,7 +6,7 @@ notebooks take seconds) serves two kinds of tests:
   (an inherited MPLBACKEND=Agg once left the whole book without a figure);
 - in headless Chromium with the network off (every host name resolves to nothing; the pages are served from
   127.0.0.1): no console error on any page, every image rendered, the math typeset by the book's own MathJax, and
-  every interactive view (course/widgets.py) shows another frame when its slider moves. Screenshots of each page
+  every interactive view (course/lab/widgets.py) shows another frame when its slider moves. Screenshots of each page
   and of each view before and after go to _build/screenshots/.
 
 The browser part skips when chromium, chromedriver or selenium is missing; tools/test.sh and .ci/run install them.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from course.exercises import ROOT
+from course.grader.exercises import ROOT
 
 BOOK_OUT = ROOT / "_build" / "ci"
 HTML = BOOK_OUT / "_build" / "html"
@@ -261,14 +261,14 @@ def _move_every_view(browser, page: str, name: str, every_control: bool = False)
 
 @pytest.fixture(scope="module")
 def views_page(built_book):
-    """A page with one view of each kind (course/widgets.py), beside the book: the chapters need not use all."""
+    """A page with one view of each kind (course/lab/widgets.py), beside the book: the chapters need not use all."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import torch
 
-    from course.widgets import attention_view, grid_view, slider_view
+    from course.lab.widgets import attention_view, grid_view, slider_view
 
     def figure(a, b):
         fig, ax = plt.subplots(figsize=(3, 2))

@@ -1,6 +1,6 @@
 import torch
 
-from course.data import SHAPE_CLASSES, digits, shapes
+from course.lab.data import SHAPE_CLASSES, digits, shapes
 
 
 def test_digits_split_range_and_balance():
@@ -54,7 +54,7 @@ import pickle  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from course.data import CIFAR10_CLASSES, cifar10, data_source, dataset, mnist, read_idx  # noqa: E402
+from course.lab.data import CIFAR10_CLASSES, cifar10, data_source, dataset, mnist, read_idx  # noqa: E402
 
 
 def write_idx(path, array, compress):

@@ -7,7 +7,7 @@ model's shapes, zero head and window sizes; the time-entry variants of the ablat
 import pytest
 import torch
 
-from course.exercises import reference_module
+from course.grader.exercises import reference_module
 
 diffit = reference_module("diffit")
 

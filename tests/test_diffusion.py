@@ -1,6 +1,7 @@
 """Chapter 0: the schedules have the papers' endpoints, and the given Diffusion (loss, samplers, guidance) behaves.
 
-The exercises' plausible mistakes are declared in course/checks/diffusion.py and graded by tests/test_exercises.py."""
+The exercises' plausible mistakes are declared in course/grader/checks/diffusion.py and graded by
+tests/test_exercises.py."""
 import math
 
 import pytest

@@ -1,13 +1,13 @@
 """Chapter 2, `dit`: what is specific to the module (its declared mistakes are graded in test_exercises.py). The
 reference is the official DiT layout (state-dict keys, shapes, parameter count, FLOPs); a fresh DiT outputs zeros;
-label dropout has one home; the ablation variants of course/conditioning.py run on the learner's classes."""
+label dropout has one home; the ablation variants of course/lab/conditioning.py run on the learner's classes."""
 import sys
 
 import pytest
 import torch
 
-from course.exercises import reference_module
-from course.flops import forward_flops
+from course.grader.exercises import reference_module
+from course.lab.flops import forward_flops
 
 dit = reference_module("dit")
 Diffusion = reference_module("diffusion").Diffusion
@@ -118,13 +118,13 @@ def test_forward_with_cfg_matches_the_course_sampler():
 
 @pytest.fixture
 def learner_is_reference(monkeypatch):
-    """course.conditioning builds on the learner's `course.dit` and `course.vit`: serve the reference here."""
+    """course.lab.conditioning builds on the learner's `course.dit` and `course.vit`: serve the reference here."""
     monkeypatch.setitem(sys.modules, "course.dit", dit)
     monkeypatch.setitem(sys.modules, "course.vit", reference_module("vit"))
 
 
 def test_conditioning_variants(learner_is_reference):
-    from course.conditioning import CONDITIONINGS, ConditioningDiT
+    from course.lab.conditioning import CONDITIONINGS, ConditioningDiT
 
     kwargs = dict(dit.COURSE_DEFAULTS, depth=2, hidden_size=32, num_heads=2, patch_size=2)
     torch.manual_seed(0)
@@ -152,7 +152,7 @@ def test_conditioning_variants(learner_is_reference):
 
 def test_adaln_zero_variant_is_dit(learner_is_reference):
     """ConditioningDiT("adaLN-Zero") is exactly DiT: same weights from the same seed, same outputs."""
-    from course.conditioning import ConditioningDiT
+    from course.lab.conditioning import ConditioningDiT
 
     kwargs = dict(dit.COURSE_DEFAULTS, depth=2, hidden_size=32, num_heads=2, patch_size=2)
     torch.manual_seed(3)
@@ -165,17 +165,17 @@ def test_adaln_zero_variant_is_dit(learner_is_reference):
 
 
 def test_conditioning_module_holds_no_answer():
-    """course/conditioning.py is given code: no statement of a solution body of chapters 1-2 appears in it."""
+    """course/lab/conditioning.py is given code: no statement of a solution body of chapters 1-2 appears in it."""
     import ast
     import textwrap
 
-    from course.exercises import ROOT, SOLUTIONS_DIR, find_blocks
+    from course.grader.exercises import ROOT, SOLUTIONS_DIR, find_blocks
 
     def statements(tree):
         return {ast.dump(node) for node in ast.walk(tree) if isinstance(node, ast.stmt)
                 and not isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.Return, ast.Pass))}
 
-    given = statements(ast.parse((ROOT / "course" / "conditioning.py").read_text()))
+    given = statements(ast.parse((ROOT / "course" / "lab" / "conditioning.py").read_text()))
     for module in ("layers", "vit", "dit"):
         source = (SOLUTIONS_DIR / f"{module}.py").read_text()
         lines = source.splitlines()
@@ -196,7 +196,7 @@ def test_one_home_for_label_dropout():
     assert torch.isfinite(Diffusion().loss(model, x0, y, p_uncond=0.0))  # the model drops them: fine
     no_dropout = dit.create_dit("DiT-XXS/2", class_dropout_prob=0.0)  # the loss drops them: fine too
     assert torch.isfinite(Diffusion().loss(no_dropout, x0, y, p_uncond=0.1, num_classes=9))
-    from course.train import train  # the training loop asks the same before its first step
+    from course.lab.train import train  # the training loop asks the same before its first step
 
     with pytest.raises(ValueError, match="dropped twice"):
         train(model, x0, y, steps=1, batch_size=2, p_uncond=0.1, progress=False)
@@ -204,7 +204,7 @@ def test_one_home_for_label_dropout():
 
 def test_small_dit_learns():
     """A few AdamW steps of the course's DiT lower the diffusion loss on digits."""
-    from course.data import digits
+    from course.lab.data import digits
     torch.manual_seed(0)
     x, y = digits("train")
     model = dit.create_dit("DiT-XXS/2")

@@ -2,7 +2,7 @@
 import re
 import tomllib
 
-from course.exercises import ROOT
+from course.grader.exercises import ROOT
 
 CONDA_NAMES = {"torch": "pytorch"}  # pip name -> conda name where they differ
 

@@ -3,9 +3,9 @@ import re
 
 import pytest
 
-from course.exercises import COURSE_DIR, SOLUTIONS_DIR, exercises, modules, stub_message
-from course.checks.kit import all_mistakes
-from course.grading import grade_mistake, registry, run_exercise
+from course.grader.exercises import COURSE_DIR, SOLUTIONS_DIR, exercises, modules, stub_message
+from course.grader.checks.kit import all_mistakes
+from course.grader.grading import grade_mistake, registry, run_exercise
 
 NAMES = exercises()
 
@@ -49,7 +49,7 @@ def test_stub_fails_with_pointer(name):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Declared mistakes (course/checks/kit.py): each fails its check, named in the message
+# Declared mistakes (course/grader/checks/kit.py): each fails its check, named in the message
 # ---------------------------------------------------------------------------------------------------------------
 MISTAKES = all_mistakes()
 

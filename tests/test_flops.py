@@ -1,8 +1,8 @@
-"""course/flops.py: the one FLOP counter of the course (2 per multiply-add, attention included)."""
+"""course/lab/flops.py: the one FLOP counter of the course (2 per multiply-add, attention included)."""
 import torch
 from torch import nn
 
-from course.flops import forward_flops, gflops, training_step_flops
+from course.lab.flops import forward_flops, gflops, training_step_flops
 
 
 class Tiny(nn.Module):

@@ -4,8 +4,17 @@ import textwrap
 
 import pytest
 
-from course.exercises import COURSE_DIR, SOLUTIONS_DIR, find_blocks, generate, is_stub, modules, student_source
-from course.exercises import reference_module, resolve
+from course.grader.exercises import COURSE_DIR, SOLUTIONS_DIR, find_blocks, generate, is_stub, modules, student_source
+from course.grader.exercises import reference_module, resolve
+
+
+def test_course_top_level_holds_only_the_learners_files():
+    """A learner told to fill in `course/<module>.py` finds their files at a glance: the exercise modules and the two
+    entry files at the top, what the chapters use in `course/lab/`, the grader in `course/grader/`."""
+    top = sorted(p.name for p in COURSE_DIR.glob("*.py"))
+    assert top == sorted([f"{m}.py" for m in modules()] + ["__init__.py", "__main__.py"])
+    folders = sorted(p.name for p in COURSE_DIR.iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert folders == ["grader", "lab"]
 
 
 def test_course_is_in_sync_with_solutions():

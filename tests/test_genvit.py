@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from course.exercises import reference_module
+from course.grader.exercises import reference_module
 
 genvit = reference_module("genvit")
 

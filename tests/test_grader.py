@@ -1,7 +1,7 @@
 """The grader survives whatever a submission does, and its command line keeps the SYLLABUS contract.
 
 The in-notebook `check(...)` runs in-process (fast); `python -m course grade` and `check --impl DIR --json` run each
-exercise in a sandboxed child (course/sandbox.py). `test_a_hostile_class_is_graded_correctly` grades a generated
+exercise in a sandboxed child (course/grader/sandbox.py). `test_a_hostile_class_is_graded_correctly` grades a generated
 class of submissions (correct, partly correct, raising, hanging, exiting, forging, patching, writing where they should
 not, leaving processes behind, odd messages) and checks every row.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from course.exercises import ROOT, SOLUTIONS_DIR, student_source
-from course.grading import check, run_exercise
-from course.sandbox import clean_text, landlock_abi, locate
+from course.grader.exercises import ROOT, SOLUTIONS_DIR, student_source
+from course.grader.grading import check, run_exercise
+from course.grader.sandbox import clean_text, landlock_abi, locate
 
 SOURCE = (SOLUTIONS_DIR / "diffusion.py").read_text()
 Q_SAMPLE_BODY = "    return a.sqrt() * x0 + (1 - a).sqrt() * noise\n"
@@ -276,7 +276,7 @@ def _class(tmp: Path) -> tuple[dict, dict]:
         torch.allclose = lambda *a, **k: True
         torch.equal = lambda *a, **k: True
         builtins.all = builtins.any = lambda *a: True
-        import course.grading as g, course.checks.diffusion as c
+        import course.grader.grading as g, course.grader.checks.diffusion as c
         for name in list(g._REGISTRY):
             g._REGISTRY[name] = lambda impl, ref: "all good"
         c.expect_close = lambda *a, **k: None
@@ -430,8 +430,8 @@ def test_cli_grade_extra_checks_and_points(tmp_path):
     extra.mkdir()
     (extra / "hidden.py").write_text(textwrap.dedent("""
         import torch
-        from course.checks.kit import expect_close
-        from course.grading import exercise
+        from course.grader.checks.kit import expect_close
+        from course.grader.grading import exercise
 
         @exercise("diffusion/q_sample_at_t0")
         def check_t0(impl, ref):
@@ -463,7 +463,7 @@ def test_cli_grade_extra_checks_and_points(tmp_path):
 def test_cli_grade_exit_status_says_whether_grading_worked(tmp_path):
     broken = tmp_path / "extra"
     broken.mkdir()
-    (broken / "bad.py").write_text("from course.grading import exercise\n"
+    (broken / "bad.py").write_text("from course.grader.grading import exercise\n"
                                    "@exercise('diffusion/always_fails')\n"
                                    "def check(impl, ref):\n    raise AssertionError('the check is wrong')\n")
     good = submission(tmp_path)
@@ -508,7 +508,7 @@ def test_ctrl_c_keeps_what_was_graded_and_leaves_nothing_behind(tmp_path):
 def test_verify_re_decides_a_pass_from_the_recorded_values():
     import torch
 
-    from course.sandbox import verify
+    from course.grader.sandbox import verify
 
     want = torch.tensor([1.0, 2.0, 3.0])
     records = [{"kind": "close", "what": "the output", "atol": 1e-5, "rtol": 1e-4, "check_dtype": True, "want": want},

@@ -2,8 +2,8 @@
 shapes judge, and sampling latents without clipping (the declared mistakes are graded in test_exercises.py)."""
 import torch
 
-from course.autoencoder import AEConfig, encode_all, load_autoencoder
-from course.exercises import reference_module
+from course.lab.autoencoder import AEConfig, encode_all, load_autoencoder
+from course.grader.exercises import reference_module
 
 latent = reference_module("latent")
 TINY = AEConfig(size=16, ch=8, steps=3, batch_size=8)
@@ -77,7 +77,7 @@ def test_latent_sampling_is_not_clipped():
 
 
 def test_shapes_judge_and_real_images():
-    from course.metrics import real_images
+    from course.lab.metrics import real_images
 
     x, y = real_images("shapes", "test", 16)
     assert x.shape == (1000, 3, 16, 16) and set(y.tolist()) == set(range(10))

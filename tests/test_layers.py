@@ -1,9 +1,9 @@
 """The given layers of `layers` behave as their docstrings say (the exercises' plausible mistakes are declared in
-course/checks/layers.py and graded by tests/test_exercises.py)."""
+course/grader/checks/layers.py and graded by tests/test_exercises.py)."""
 import torch
 import torch.nn.functional as F
 
-from course.exercises import reference_module
+from course.grader.exercises import reference_module
 
 layers = reference_module("layers")
 

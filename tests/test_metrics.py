@@ -3,8 +3,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from course.data import digits
-from course.metrics import fd_floor, fd_to_test, frechet_distance, load_judge
+from course.lab.data import digits
+from course.lab.metrics import fd_floor, fd_to_test, frechet_distance, load_judge
 
 
 def test_frechet_distance_of_known_gaussians():
@@ -38,7 +38,7 @@ def test_the_floor_at_a_sample_count_is_seeded_and_higher_with_fewer_images():
 
 
 def test_a_damaged_judge_cache_is_retrained(tmp_path, monkeypatch, capsys):
-    import course.metrics as m
+    import course.lab.metrics as m
 
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
     monkeypatch.setattr(m, "_JUDGES", {})
@@ -66,7 +66,7 @@ class _Oracle(torch.nn.Module):
 
 
 def test_heldout_loss_is_zero_for_an_oracle_one_for_zeros_and_seeded():
-    from course.metrics import heldout_loss
+    from course.lab.metrics import heldout_loss
 
     ab = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
     x = digits("test")[0][:1].repeat(50, 1, 1, 1)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from course.exercises import COURSE_DIR, ROOT
+from course.grader.exercises import COURSE_DIR, ROOT
 
 jupyter_client = pytest.importorskip("jupyter_client")
 

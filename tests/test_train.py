@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from course.data import digits
-from course.nets import SmallUNet
-from course.train import TrainingDiverged, train
+from course.lab.data import digits
+from course.lab.nets import SmallUNet
+from course.lab.train import TrainingDiverged, train
 
 
 def small():
@@ -62,7 +62,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
 
 def test_nan_found_in_a_group_of_losses_names_its_step(monkeypatch):
     """On CUDA losses are read in groups of 25; the message still names the first bad step."""
-    import course.train as t
+    import course.lab.train as t
 
     monkeypatch.setattr(t, "LOSS_SYNC_EVERY", {"cpu": 25})
     calls = {"n": 0}
@@ -130,7 +130,7 @@ def test_a_checkpoint_written_on_a_gpu_resumes_on_the_cpu(tmp_path):
 def test_checkpoints_are_read_onto_the_cpu(tmp_path, monkeypatch):
     """Whatever the training device, a checkpoint is loaded to the CPU (the random-number states must stay CPU
     ByteTensors) and each tensor is then copied where it belongs."""
-    import course.train as t
+    import course.lab.train as t
 
     path = tmp_path / "run.pt"
     train(small(), X, Y, steps=2, batch_size=8, checkpoint=path, progress=False)
@@ -157,7 +157,7 @@ def test_a_cpu_checkpoint_resumes_on_cuda_and_back(tmp_path):
 
 
 def test_losses_are_read_every_loss_sync_every_steps(monkeypatch):
-    import course.train as t
+    import course.lab.train as t
 
     monkeypatch.setattr(t, "LOSS_SYNC_EVERY", {"cpu": 7})
     result = train(small(), X, Y, steps=20, batch_size=8, progress=False, device="cpu")
@@ -220,7 +220,7 @@ def test_compile_is_off_by_default_on_the_cpu():
 def test_the_default_loss_draws_what_diffusion_loss_draws():
     """On the CPU the loop's loss (random numbers drawn on the training device) is `Diffusion.loss` exactly."""
     from course.diffusion import Diffusion
-    from course.train import diffusion_loss_fn
+    from course.lab.train import diffusion_loss_fn
 
     diffusion, model = Diffusion(), small()
     loss_fn = diffusion_loss_fn(diffusion, batch_size=16, rows=slice(0, 16), p_uncond=0.5, num_classes=10,
@@ -232,7 +232,7 @@ def test_the_default_loss_draws_what_diffusion_loss_draws():
 
 
 def test_compile_none_compiles_when_enough_steps_are_left_and_the_bar_says_so(tmp_path, monkeypatch, capsys):
-    import course.train as t
+    import course.lab.train as t
 
     compiled = []
     monkeypatch.setattr(t, "AUTO_COMPILE_MIN_STEPS", {"cpu": 5})
@@ -254,7 +254,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @cuda
 def test_a_cuda_step_never_waits_for_the_host(monkeypatch):
     """Between two loss reads, nothing in a step (batch, noise, forward, backward, AdamW, EMA) synchronises."""
-    import course.train as t
+    import course.lab.train as t
 
     monkeypatch.setattr(t, "LOSS_SYNC_EVERY", {"cuda": 1000})
     real_update, calls = t.ema_update, {"n": 0}

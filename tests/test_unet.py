@@ -1,9 +1,9 @@
-"""The `unet` reference has the promised API and cost (its declared mistakes are in course/checks/unet.py and are
+"""The `unet` reference has the promised API and cost (its declared mistakes are in course/grader/checks/unet.py and are
 graded by tests/test_exercises.py)."""
 import torch
 
-from course.exercises import reference_module
-from course.flops import forward_flops
+from course.grader.exercises import reference_module
+from course.lab.flops import forward_flops
 
 
 def test_unet_shapes_conditioning_and_sizes():

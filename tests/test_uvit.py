@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course.exercises import reference_module
+from course.grader.exercises import reference_module
 
 uvit = reference_module("uvit")
 

@@ -1,7 +1,7 @@
 """The `vit` reference has the promised API (its declared mistakes are tested in test_exercises.py)."""
 import torch
 
-from course.exercises import reference_module
+from course.grader.exercises import reference_module
 
 
 # --- the model itself -------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""course/widgets.py: every view is a self-contained HTML slider over precomputed PNG frames (no kernel needed)."""
+"""course/lab/widgets.py: every view is a self-contained HTML slider over precomputed PNG frames (no kernel needed)."""
 import base64
 import re
 
@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402 (after use("Agg"))
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from course.widgets import SliderView, grid_view, noise_slider, scale_slider, slider_view, trajectory_stepper  # noqa: E402
+from course.lab.widgets import SliderView, grid_view, noise_slider, scale_slider, slider_view, trajectory_stepper  # noqa: E402
 
 
 def frames_of(view_html):
@@ -66,7 +66,7 @@ def test_chapter_views_keep_their_signatures():
 
 
 def test_attention_view_carries_weights_not_images():
-    from course.widgets import attention_view
+    from course.lab.widgets import attention_view
 
     g = torch.Generator().manual_seed(0)
     clean = torch.rand(2, 1, 8, 8, generator=g) * 2 - 1

@@ -22,7 +22,7 @@ export MPLBACKEND=module://matplotlib_inline.backend_inline
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # kernels import this checkout's course/
 case "${COURSE_PROFILE:-}" in
   ci|cpu|gpu) PROFILE=$COURSE_PROFILE ;;
-  *) PROFILE=$(python -c "from course.config import PROFILE; print(PROFILE.name)") ;;  # gpu if CUDA, else cpu
+  *) PROFILE=$(python -c "from course.lab.config import PROFILE; print(PROFILE.name)") ;;  # gpu if CUDA, else cpu
 esac
 export COURSE_PROFILE=$PROFILE
 OUT=${BOOK_OUT:-.}        # jupyter-book writes into $OUT/_build

@@ -2,7 +2,7 @@
 
 - Launch buttons (Colab, Binder) only when `repository.url` is set in _config.yml: sphinx-book-theme fails on
   launch buttons without a repository, so the buttons under `launch_buttons` are dropped while it is empty.
-- No thebe: the views are precomputed (course/widgets.py), so sphinx-thebe's scripts (which name a CDN, and are
+- No thebe: the views are precomputed (course/lab/widgets.py), so sphinx-thebe's scripts (which name a CDN, and are
   added twice on a rebuild: "Identifier 'THEBE_JS_URL' has already been declared") are left out of the pages
   unless `launch_buttons.thebe` is true.
 - A colour mode: with none, pydata-sphinx-theme logs "Got invalid theme mode" to the console. Light, because the

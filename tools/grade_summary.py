@@ -10,7 +10,7 @@ import sys
 
 
 def summary(lines) -> str:
-    from course.exercises import CHAPTER_OF
+    from course.grader.exercises import CHAPTER_OF
 
     results = []
     for line in lines:

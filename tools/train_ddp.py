@@ -4,7 +4,7 @@
         --checkpoint checkpoints/dit-s2.pt
     torchrun --nproc_per_node 2 tools/train_ddp.py --model unet --steps 500          # CPUs: gloo
 
-`torchrun` starts one process per GPU and runs this script in each; `course.train.train` sees the process group
+`torchrun` starts one process per GPU and runs this script in each; `course.lab.train.train` sees the process group
 and splits every global batch of `--batch-size` across the processes (each draws the whole batch's random numbers
 and keeps its rows, so the losses do not depend on the number of processes), averages the gradients (DDP), shows
 one progress bar and writes the checkpoint from process 0. Run it again with the same `--checkpoint` to resume.
@@ -23,15 +23,15 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from course.config import device as default_device
-from course.data import digits, shapes
-from course.train import train
+from course.lab.config import device as default_device
+from course.lab.data import digits, shapes
+from course.lab.train import train
 
 
 def build_model(args, in_channels: int, size: int) -> torch.nn.Module:
     torch.manual_seed(args.seed)  # every process builds the same weights (DDP copies process 0's anyway)
     if args.model == "unet":
-        from course.nets import SmallUNet
+        from course.lab.nets import SmallUNet
 
         return SmallUNet(in_channels=in_channels, channels=tuple(args.channels), num_classes=10,
                          emb_dim=args.emb_dim)

@@ -137,7 +137,7 @@ def _find(folder: Path, stem: str) -> Path:
             if candidate.exists():
                 return candidate
     raise FileNotFoundError(f"no {stem}[.gz] in {folder} (MNIST's idx files; the course downloads nothing: "
-                            "see course/data.py for where to put them)")
+                            "see course/lab/data.py for where to put them)")
 
 
 @lru_cache(maxsize=4)
@@ -169,7 +169,7 @@ def _cifar10(folder: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     found = [root / n for n in names if (root / n).exists()]
     if not found:
         raise FileNotFoundError(f"no {' / '.join(names)} in {root} (CIFAR-10's python batches; the course "
-                                "downloads nothing: see course/data.py)")
+                                "downloads nothing: see course/lab/data.py)")
     data, labels = [], []
     for file in found:
         with open(file, "rb") as f:

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from course.checks.kit import exercise, expect, expect_close, expect_tensor, mistake, seeded, wrong_outputs
+from course.grader.checks.kit import exercise, expect, expect_close, expect_tensor, mistake, seeded, wrong_outputs
 
 
 def _gaussians(seed: int, shape=(3, 4, 2, 2)):

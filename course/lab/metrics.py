@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from course.config import PROFILE, cache_dir
-from course.config import device as default_device
-from course.data import digits, shapes
-from course.nets import DigitJudge
+from course.lab.config import PROFILE, cache_dir
+from course.lab.config import device as default_device
+from course.lab.data import digits, shapes
+from course.lab.nets import DigitJudge
 
 JUDGE_VERSION = 1
 DATASETS = ("digits", "shapes")

@@ -6,9 +6,9 @@ mistake below is one plausible wrong version, run on the same inputs so that the
 """
 import torch
 
-from course.checks.kit import (CheckFailed, check_denoiser, compare_forward, exercise, mistake, mistakes,
+from course.grader.checks.kit import (CheckFailed, check_denoiser, compare_forward, exercise, mistake, mistakes,
                                random_pair, seeded)
-from course.exercises import reference_module
+from course.grader.exercises import reference_module
 
 
 def _name_a_raise(exercise_name: str, mine, ref, inputs: tuple, what: str):

@@ -1,6 +1,6 @@
 """Counting the FLOPs of a denoiser: one function for the whole course.
 
-    from course.flops import forward_flops, gflops
+    from course.lab.flops import forward_flops, gflops
     forward_flops(model, torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long))   # an int
     forward_flops(model, (1, 1, 8, 8))                                                # the same, from a shape
     gflops(model, (1, 4, 32, 32), y=torch.zeros(1, dtype=torch.long))                 # in units of 1e9

@@ -16,7 +16,7 @@ test moves every view) and cannot drift from a second one.
 - `attention_view(clean, noisy, maps, patch)`: where one patch of a ViT looks, for every digit, timestep, block,
   head and query patch; drawn in the browser from the attention weights (too many combinations for images).
 
-A frame is an image batch (B, C, H, W) in [-1, 1] (tiled as a grid, like `course.plots.show_grid`), one image
+A frame is an image batch (B, C, H, W) in [-1, 1] (tiled as a grid, like `course.lab.plots.show_grid`), one image
 tensor (C, H, W) in [-1, 1], an array (H, W) or (H, W, 3) with values in [0, 1], a matplotlib Figure (closed after
 rendering), or PNG bytes.
 """
@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from course.plots import grid_image, to_image
+from course.lab.plots import grid_image, to_image
 
 MAX_FRAMES = 2000  # a guard: every frame travels inside the notebook and the page
 

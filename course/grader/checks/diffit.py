@@ -8,7 +8,7 @@ attention computed here window by window.
 import torch
 import torch.nn.functional as F
 
-from course.checks.kit import (CheckFailed, check_denoiser, compare_forward, expect, expect_close, expect_tensor,
+from course.grader.checks.kit import (CheckFailed, check_denoiser, compare_forward, expect, expect_close, expect_tensor,
                                exercise, mistake, random_pair, seeded, wrong_outputs)
 
 

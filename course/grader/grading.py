@@ -1,16 +1,16 @@
 """The grader: every exercise is compared with the reference, one block at a time.
 
 A check is a function `check_x(impl, ref)` registered with `@exercise("module.qualname")` in
-`course/checks/<module>.py`, written with the kit in `course/checks/kit.py`. `impl` is the implementation under
-test, loaded afresh with every *other* exercise of its module replaced by the reference (so one block is graded
-alone); `ref` is the reference module. A check raises `CheckFailed` with a message for the learner, or returns a
-short note on what passed.
+`course/grader/checks/<module>.py`, written with the kit in `course/grader/checks/kit.py`. `impl` is the
+implementation under test, loaded afresh with every *other* exercise of its module replaced by the reference (so one
+block is graded alone); `ref` is the reference module. A check raises `CheckFailed` with a message for the learner,
+or returns a short note on what passed.
 
 Whatever the learner's code does (raise, return NaN, a wrong shape, a wrong dtype, loop forever, exit, fail to
 import), the result is a failed check with a message that names the exercise, what was expected, what came back and
 a hint. Here everything runs in the calling process (the notebook's `check`, fast); `python -m course grade` and
 `check --impl DIR --json` run each exercise of a submission in a sandboxed child and decide passes in the grader
-(`course/sandbox.py`).
+(`course/grader/sandbox.py`).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from course.exercises import (COURSE_DIR, SOLUTIONS_DIR, _set, exercises, load_module, modules, reference_module,
+from course.grader.exercises import (COURSE_DIR, SOLUTIONS_DIR, _set, exercises, load_module, modules, reference_module,
                               resolve, stub_message, student_source)
 
 DEFAULT_TIMEOUT = float(os.environ.get("COURSE_CHECK_TIMEOUT", 60))
@@ -58,7 +58,7 @@ def exercise(name: str):
 
 def registry() -> dict[str, callable]:
     for module in modules():
-        importlib.import_module(f"course.checks.{module}")
+        importlib.import_module(f"course.grader.checks.{module}")
     return dict(_REGISTRY)
 
 
@@ -225,7 +225,7 @@ def run_exercise(name: str, directory: Path | str | None = None, timeout: float 
 
     `impl` may be given directly (a module already loaded and possibly patched; the tests use this). `on_loaded()` is
     called once the learner's module is imported (the sandbox uses it to tell a hang at import from one in a check).
-    A name `module/label` is an instructor's extra check (see `course/sandbox.py`): it gets the learner's whole
+    A name `module/label` is an instructor's extra check (see `course/grader/sandbox.py`): it gets the learner's whole
     module, not one isolated block.
     """
     directory = Path(directory or COURSE_DIR)
@@ -315,8 +315,8 @@ def check(target="all", impl: str | Path | None = None, timeout: float = DEFAULT
 
 
 def grade_mistake(m) -> Result:
-    """Grade a declared mistake (`course.checks.kit.Mistake`) as if a learner had submitted it: the reference with
-    that one exercise replaced by the wrong code, or with the wrong edit applied to its source."""
+    """Grade a declared mistake (`course.grader.checks.kit.Mistake`) as if a learner had submitted it: the
+    reference with that one exercise replaced by the wrong code, or with the wrong edit applied to its source."""
     module, qualname = m.exercise.split(".", 1)
     if m.code is not None:
         impl = load_module(module, SOLUTIONS_DIR, isolate=m.exercise)

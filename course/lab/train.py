@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from course.config import device as default_device
+from course.lab.config import device as default_device
 
 # On CUDA, reading the loss every step would stall the GPU: losses are fetched (and checked) in groups.
 LOSS_SYNC_EVERY = {"cuda": 25}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from course.exercises import exercise_source
+from course.grader.exercises import exercise_source
 
 
 def _highlight(code: str) -> str:

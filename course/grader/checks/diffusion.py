@@ -4,9 +4,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from course.checks.kit import (CheckFailed, exercise, expect, expect_close, expect_tensor, mistake, seeded,
+from course.grader.checks.kit import (CheckFailed, exercise, expect, expect_close, expect_tensor, mistake, seeded,
                                wrong_outputs)
-from course.exercises import reference_module
+from course.grader.exercises import reference_module
 
 
 def _schedule(T=1000):

@@ -8,9 +8,9 @@ import math
 
 import torch
 
-from course.checks.kit import (check_denoiser, compare_forward, exercise, expect, expect_close, expect_tensor,
+from course.grader.checks.kit import (check_denoiser, compare_forward, exercise, expect, expect_close, expect_tensor,
                                mistake, mistake_edit, mistakes, patched, random_pair, seeded, wrong_outputs)
-from course.exercises import reference_module
+from course.grader.exercises import reference_module
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from course.checks.kit import check_denoiser, compare_forward, exercise, mistake, random_pair, seeded
+from course.grader.checks.kit import check_denoiser, compare_forward, exercise, mistake, random_pair, seeded
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Grading submissions that may be hostile: the learner's code runs in a locked-down child, the verdict is made here.
 
 `python -m course grade` and `python -m course check --impl DIR --json` use this module; the notebook's `check(...)`
-does not (it stays in-process and fast, see `course/grading.py`).
+does not (it stays in-process and fast, see `course/grader/grading.py`).
 
 How it works:
 
@@ -289,7 +289,7 @@ def _hook_kit() -> None:
 
     import torch
 
-    from course.checks import kit
+    from course.grader.checks import kit
 
     def wrap(name, original):
         signature = inspect.signature(original)
@@ -395,8 +395,8 @@ def _child(req: dict, snapshot: str) -> None:
 
     import torch
 
-    from course import grading
-    from course.exercises import SOLUTIONS_DIR
+    from course.grader import grading
+    from course.grader.exercises import SOLUTIONS_DIR
 
     payload: dict
     _REC.mode, _REC.items, _REC.depth = req["mode"], [], 0
@@ -442,8 +442,8 @@ def zygote_main(snapshot: str, extra: str = "") -> None:
     import torch
 
     torch.set_num_threads(1)
-    from course import grading
-    from course.exercises import modules, reference_module
+    from course.grader import grading
+    from course.grader.exercises import modules, reference_module
 
     _hook_kit()
     grading.registry()
@@ -511,7 +511,8 @@ def zygote_main(snapshot: str, extra: str = "") -> None:
     kill_children()
 
 
-BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from course.sandbox import zygote_main; zygote_main(*sys.argv[1:])"
+BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+        "from course.grader.sandbox import zygote_main; zygote_main(*sys.argv[1:])")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -744,7 +745,7 @@ class Grader:
     def __init__(self, names: list[str], *, timeout: float = 60.0, memory_mb: int = 4096, jobs: int = 1,
                  extra: str | Path | None = None, workdir: str | Path | None = None, verbose: bool = False,
                  submission_timeout: float = 0.0, allow_processes: bool = False):
-        from course.exercises import COURSE_DIR, SOLUTIONS_DIR, modules
+        from course.grader.exercises import COURSE_DIR, SOLUTIONS_DIR, modules
 
         self.timeout, self.memory_mb, self.verbose = float(timeout), int(memory_mb), verbose
         self.submission_timeout = float(submission_timeout or 0)

@@ -19,7 +19,7 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COURSE_DIR = ROOT / "course"
 SOLUTIONS_DIR = ROOT / "solutions"
 

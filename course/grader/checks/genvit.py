@@ -4,9 +4,9 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from course.checks.kit import (compare_forward, exercise, expect, expect_close, mistake, random_pair, seeded,
+from course.grader.checks.kit import (compare_forward, exercise, expect, expect_close, mistake, random_pair, seeded,
                                wrong_outputs)
-from course.exercises import reference_module
+from course.grader.exercises import reference_module
 
 
 def _layers():

@@ -10,7 +10,7 @@ was expected, what came back and how to fix it. Three things make that short to 
   the exercise's signature. The check runs it on the same inputs to recognise it and *name* it ("looks like a
   common mistake: the `1 +` is missing"); the test suite grades it as a submission to prove the check fails on it.
 
-A complete small example, the check of `dit.modulate` (see `course/checks/dit.py`)::
+A complete small example, the check of `dit.modulate` (see `course/grader/checks/dit.py`)::
 
     @mistake("dit.modulate", "the `1 +` is missing: x · scale + shift")
     def _(x, shift, scale):
@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from course.grading import CheckFailed, exercise, registry
+from course.grader.grading import CheckFailed, exercise, registry
 
 __all__ = ["CheckFailed", "exercise", "expect", "expect_tensor", "expect_close", "describe", "seeded", "patched",
            "randomize", "build_pair", "random_pair", "compare_forward", "check_denoiser", "Mistake", "mistake",

@@ -2,8 +2,9 @@
 import torch
 import torch.nn as nn
 
-from course.checks.kit import check_denoiser, compare_forward, exercise, mistake, mistake_edit, random_pair, seeded
-from course.exercises import reference_module
+from course.grader.checks.kit import (check_denoiser, compare_forward, exercise, mistake, mistake_edit, random_pair,
+                                      seeded)
+from course.grader.exercises import reference_module
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 `load_autoencoder(kl_weight=1e-4)` returns the trained reference `Autoencoder` of `solutions/latent.py` (given code;
 it uses the reference `reparameterize` and `kl_loss`, so it works before the learner's exercises do). The cache file
 is keyed by the configuration; a missing, corrupt or mismatched file is retrained with a message, never a crash.
-Retrain by hand with `python -m course.autoencoder --retrain`.
+Retrain by hand with `python -m course.lab.autoencoder --retrain`.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from course.config import PROFILE, cache_dir
-from course.config import device as default_device
-from course.metrics import real_images
+from course.lab.config import PROFILE, cache_dir
+from course.lab.config import device as default_device
+from course.lab.metrics import real_images
 
 AE_VERSION = 1
 
@@ -47,7 +47,7 @@ def default_config(**overrides) -> AEConfig:
 
 
 def _build(config: AEConfig):
-    from course.exercises import reference_module
+    from course.grader.exercises import reference_module
 
     latent = reference_module("latent")
     return latent.Autoencoder(3, config.ch, config.z_channels, config.kl_weight)
@@ -111,7 +111,7 @@ def encode_all(model, x: torch.Tensor, batch: int = 500, sample: bool = False, s
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course.autoencoder",
+    parser = argparse.ArgumentParser(prog="python -m course.lab.autoencoder",
                                      description="Train (or load) chapter 6's autoencoder and report its error.")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--kl-weight", type=float, default=None)
