@@ -71,6 +71,66 @@ def test_every_exercise_has_its_section_and_check_cell(module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# No stray output: a cell shows only what a reader needs
+# ---------------------------------------------------------------------------------------------------------------
+def _views() -> set[str]:
+    """The course's interactive views (every public function of course.lab.widgets that returns a view)."""
+    import inspect
+
+    from course.lab import widgets
+
+    return {name for name, f in vars(widgets).items() if inspect.isfunction(f) and not name.startswith("_")
+            and f.__module__ == widgets.__name__ and "View" in str(inspect.signature(f).return_annotation)}
+
+
+# A cell's last bare expression is echoed into the page. These calls are meant to be seen (display, print, a
+# check's report, a view) or return None (matplotlib's layout calls); anything else must end with ";" or be assigned.
+SHOWN = {"display", "print", "check", "show_exercise", "hint"}
+RETURN_NONE = {"tight_layout", "show", "grid"}
+
+
+def stray_outputs(code: str) -> list[str]:
+    """The last statement of a code cell when it is a bare expression whose value the notebook would echo as a
+    stray output ("300", "0.0267", a verdict repeated in quotes, "[Text(...)]"): e.g. `glue("n", n)` on the last line
+    (glue returns its value), a method returning an object, a bare name."""
+    import ast
+
+    lines = [line for line in code.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    body = ast.parse("\n".join(lines)).body
+    if not body or not isinstance(body[-1], ast.Expr) or code.rstrip().endswith(";"):
+        return []
+    value = body[-1].value
+    if isinstance(value, ast.Call):
+        f = value.func
+        name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+        if name in SHOWN | _views() or (isinstance(f, ast.Attribute) and name in RETURN_NONE):
+            return []
+    return [ast.unparse(value).splitlines()[0][:100]]
+
+
+def test_the_stray_output_detector_sees_echoed_values_and_spares_displays():
+    assert stray_outputs('x = 1\nglue("n_gen", x)')
+    assert stray_outputs("ax.set(xlabel='t')")
+    assert stray_outputs("model")
+    assert stray_outputs('print(v)\nglue("v", v)')  # the verdict twice: printed, then echoed in quotes
+    assert not stray_outputs('glue("n_gen", x);')
+    assert not stray_outputs('n = glue("n_gen", x)')
+    assert not stray_outputs("display(Markdown(v))")
+    assert not stray_outputs('check("dit")')
+    assert not stray_outputs("fig, ax = plt.subplots()\nplt.tight_layout()")
+    assert not stray_outputs("slider_view(frames, labels)")
+    assert not stray_outputs("%matplotlib inline\nprint(1)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_cell_echoes_a_stray_value(path):
+    stray = [f"cell {i}: {s}" for i, c in enumerate(cells(path)) if c["cell_type"] == "code"
+             for s in stray_outputs(source(c))]
+    assert not stray, ("these cells end with a bare expression whose value the page would show; end the line with "
+                       "';', assign it, or display what the reader needs:\n" + "\n".join(stray))
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Every figure the course measures reaches the prose from the run
 # ---------------------------------------------------------------------------------------------------------------
 MEASURED = re.compile(r"""(?x)
