@@ -1,4 +1,4 @@
-"""The course's command line: `python -m course {list,check,progress,grade,generate,judge}`."""
+"""The course's command line: `python -m course {list,check,progress,grade,study,generate,judge}`."""
 from __future__ import annotations
 
 import argparse
@@ -248,6 +248,30 @@ def cmd_judge(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    """`study KEY...` runs (or resumes) studies of record; `study --status` lists them (exit 1 unless all current)."""
+    from course.lab import studies
+
+    results = Path(args.results) if args.results else None
+    if args.status or not args.keys:
+        rows = studies.status(results)
+        for key, state in rows:
+            print(f"{key:5s} {studies.STUDIES[key].chapter:12s} {state}")
+        return 0 if all(state.startswith("current") for _, state in rows) else 1
+    keys = list(studies.STUDIES) if args.keys == ["all"] else args.keys
+    unknown = [k for k in keys if k not in studies.STUDIES]
+    if unknown:
+        print(f"unknown study {', '.join(unknown)}; known: {', '.join(studies.STUDIES)} (or all)", file=sys.stderr)
+        return 2
+    for key in keys:
+        os.environ.setdefault("COURSE_SOLUTIONS", "1")  # a record measures the reference
+        record = studies.run_study(key, args.profile, results, progress=not args.quiet)
+        print(f"{key}: {len(record['runs'])} runs, {'complete' if record['complete'] else 'incomplete'}; "
+              f"{studies.provenance_line(record)}")
+        print(studies.table(record))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course", description="Diffusion Transformers from scratch.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -281,6 +305,13 @@ def main(argv=None) -> int:
     p.add_argument("--allow-processes", action="store_true",
                    help="let the code under test start processes (they are still killed when its check ends)")
     p.set_defaults(fn=cmd_grade)
+    p = sub.add_parser("study", help="run a chapter's study of record (results/KEY.json), or list them (--status)")
+    p.add_argument("keys", nargs="*", help="ch2, ch3, ... or all")
+    p.add_argument("--status", action="store_true", help="every study: current, stale, incomplete or missing")
+    p.add_argument("--profile", choices=["ci", "cpu", "gpu"], help="the budget (default: the machine's profile)")
+    p.add_argument("--results", help="the folder of the records (default: results/)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(fn=cmd_study)
     p = sub.add_parser("generate", help="regenerate course/'s exercise modules from solutions/")
     p.add_argument("modules", nargs="*", help="only these modules (default: all)")
     p.add_argument("--check", action="store_true", help="only report drift (exit 1)")

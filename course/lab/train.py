@@ -95,20 +95,36 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         b_ema.copy_(b)
 
 
+def min_snr_weights(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-γ loss weights for ε-prediction (Hang et al., "Efficient Diffusion Training via Min-SNR Weighting
+    Strategy", ICCV 2023, Eq. 10 with SNR(t) = ᾱ_t / (1 − ᾱ_t)): w_t = min(SNR(t), γ) / SNR(t).
+
+    The ε-loss of a nearly clean image (huge SNR) is worth little to the samples but pulls the shared weights
+    hard; these weights cap its share, so that the timesteps stop fighting each other. (B,) for t of shape (B,)."""
+    a = alphas_cumprod[t]
+    snr = a / (1 - a)
+    return (snr.clamp(max=gamma) / snr).to(torch.float32)
+
+
 def diffusion_loss_fn(diffusion, *, batch_size: int, rows: slice, p_uncond: float, num_classes: int | None,
-                      device: torch.device):
+                      device: torch.device, min_snr_gamma: float | None = None):
     """The default loss: `diffusion.loss`, with its random numbers drawn on `device`.
 
     t, ε and the dropped labels are drawn for the whole (global) `batch_size` by the generator, on the device,
     and this process keeps its `rows` of them: a run gives the same numbers whatever the number of processes.
+    With `min_snr_gamma`, each example's ε-loss is weighted by `min_snr_weights` (x_t still comes from the
+    `q_sample` that `ddpm_loss` uses: the learner's, or the reference standing in for it).
     """
     method = type(diffusion).loss
     if method.__qualname__ != "Diffusion.loss" or "ddpm_loss" not in method.__globals__:
+        if min_snr_gamma is not None:
+            raise ValueError("min_snr_gamma needs the course's Diffusion (its q_sample); pass a loss_fn instead")
         # A process with a loss of its own: call it (it draws its own numbers, on `generator.device`).
         return lambda model, x0, y, generator: diffusion.loss(model, x0, y, p_uncond=p_uncond,
                                                               num_classes=num_classes, generator=generator)
     # The `ddpm_loss` that `diffusion.loss` calls: the learner's, or the reference standing in for it.
     ddpm_loss = method.__globals__["ddpm_loss"]
+    q_sample = method.__globals__["q_sample"]
     # ᾱ on the device once (MPS has no float64), so no step copies it from the host.
     alphas_cumprod = diffusion.alphas_cumprod.to(device, torch.float32 if device.type == "mps" else None)
 
@@ -118,7 +134,11 @@ def diffusion_loss_fn(diffusion, *, batch_size: int, rows: slice, p_uncond: floa
         if y is not None and p_uncond > 0:
             drop = torch.rand(batch_size, generator=generator, device=device)[rows] < p_uncond
             y = torch.where(drop, torch.full_like(y, num_classes), y)  # the null class
-        return ddpm_loss(model, x0, t, noise, alphas_cumprod, y)
+        if min_snr_gamma is None:
+            return ddpm_loss(model, x0, t, noise, alphas_cumprod, y)
+        eps = model(q_sample(x0, t, noise, alphas_cumprod), t, y)[:, : x0.shape[1]]  # (B, C, H, W)
+        per_example = (eps.float() - noise.float()).pow(2).flatten(1).mean(1)  # (B,)
+        return (min_snr_weights(alphas_cumprod, t, min_snr_gamma) * per_example).mean()
 
     return loss_fn
 
@@ -140,13 +160,15 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
 def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, steps: int,
           batch_size: int = 128, lr: float = 2e-3, weight_decay: float = 0.0, warmup: int = 0,
           p_uncond: float = 0.1, ema_decay: float = 0.999, seed: int = 0, diffusion=None, loss_fn=None,
+          min_snr_gamma: float | None = None,
           grad_clip: float | None = None, device=None, amp: bool | None = None,
           checkpoint: str | Path | None = None, checkpoint_every: int | None = None, resume: bool = True,
           desc: str = "training", progress: bool = True, compile: bool | str | None = None) -> TrainResult:
     """Train `model` on (x, y) for `steps` AdamW steps of `batch_size` random examples.
 
     The loss is `loss_fn(model, xb, yb, generator)` when given; by default the diffusion loss of `diffusion`
-    (cosine, T = 1000) with labels dropped to the null class with probability `p_uncond`, for guidance.
+    (cosine, T = 1000) with labels dropped to the null class with probability `p_uncond`, for guidance, and each
+    example weighted by Min-SNR-γ when `min_snr_gamma` is set (`min_snr_weights`).
     `generator` is a seeded `torch.Generator` on the training device: draw with `device=generator.device`.
     `ema` follows the weights with `ema_decay`, warmed up as min(decay, (1 + n)/(10 + n)) so that short runs have
     a useful average too. With `checkpoint`, state is saved every `checkpoint_every` steps, at the end and on
@@ -189,7 +211,9 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
         if y is not None and hasattr(diffusion, "check_label_dropout"):
             diffusion.check_label_dropout(model, p_uncond)  # one home for label dropout, never two
         loss_fn = diffusion_loss_fn(diffusion, batch_size=batch_size, rows=rows, p_uncond=p_uncond,
-                                    num_classes=num_classes, device=dev)
+                                    num_classes=num_classes, device=dev, min_snr_gamma=min_snr_gamma)
+    elif min_snr_gamma is not None:
+        raise ValueError("min_snr_gamma weights the default loss; a custom loss_fn weights its own terms")
 
     runner = model  # what the loss calls: the model, wrapped for DDP and compiled when asked
     if world > 1:

@@ -1,0 +1,115 @@
+"""The chapters' headline runs: one main model per chapter, trained with one recipe long enough to learn its labels,
+and measured the same way everywhere.
+
+The recipe (`RECIPE`) came out of the sweep in `benchmarks/bench_recipe.py`: AdamW at lr 3·10⁻³ with 50 warm-up
+steps, batch 64 (more, smaller steps beat fewer large ones on a short budget), EMA 0.999, and the ε-loss weighted by
+Min-SNR-γ with γ = 5 (Hang et al., "Efficient Diffusion Training via Min-SNR Weighting Strategy", ICCV 2023), which
+stops the nearly clean timesteps from dominating the gradient.
+
+`headline(...)` trains a model, samples every class without guidance (w = 1) and with it (w = 2), measures the
+judge's class accuracy and the FD against the test digits, computes the FD floor at the same number of samples, and
+glues the numbers under the names every chapter shares (shared/SYLLABUS.md: `headline_acc_w1`, `headline_acc_w2`,
+`headline_fd`, `headline_fd_floor`, `headline_train_seconds`) so that the prose and the tests read them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from course.lab.config import PROFILE
+from course.lab.metrics import Evaluation, evaluate, fd_floor
+from course.lab.train import TrainResult, train
+
+RECIPE = dict(lr=3e-3, batch_size=64, warmup=50, ema_decay=0.999, min_snr_gamma=5.0)
+
+
+def _dit():
+    from course.dit import create_dit
+
+    return create_dit("DiT-Ti/2")
+
+
+def _uvit():
+    from course.uvit import create_uvit
+
+    return create_uvit()
+
+
+def _diffit():
+    from course.diffit import create_diffit
+
+    return create_diffit("DiffiT-T")
+
+
+# The chapters' main class-conditional digit models (8×8), built from the learner's modules (or the reference).
+BUILDERS = {"dit": _dit, "uvit": _uvit, "diffit": _diffit}
+
+
+def label_dropout(model) -> float:
+    """The loss's label-dropout probability for `model`: 0 when the model drops labels itself (DiT's
+    `y_embedder.dropout_prob`), else the 10 % of classifier-free guidance."""
+    own = getattr(getattr(model, "y_embedder", None), "dropout_prob", 0.0)
+    return 0.0 if isinstance(own, (int, float)) and own > 0 else 0.1
+
+
+@dataclass
+class Headline:
+    name: str
+    run: TrainResult
+    plain: Evaluation  # w = 1
+    guided: Evaluation  # w = `w_guided`
+    floor: float  # FD of as many real training digits as there are samples
+    w_guided: float = 2.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def learned(self) -> bool:
+        """The guided samples are mostly the asked-for digit: below 30 % no comparison is worth wording."""
+        return self.guided.acc >= 0.3
+
+    def summary(self) -> str:
+        return (f"{self.name}: {self.run.steps} steps in {self.run.seconds:.0f} s "
+                f"({self.run.steps_per_second:.1f} steps/s); w = 1: accuracy {self.plain.acc:.1%}, FD "
+                f"{self.plain.fd:.2f}; w = {self.w_guided:g}: accuracy {self.guided.acc:.1%}, FD "
+                f"{self.guided.fd:.2f}; FD floor at {len(self.plain.labels)} samples {self.floor:.2f} "
+                f"(FD {self.plain.fd / self.floor:.1f}× the floor)")
+
+
+def headline(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, diffusion, *, name: str, steps: int,
+             n_per_class: int | None = None, sample_steps: int = 20, w_guided: float = 2.0, seed: int = 0,
+             glue_names: bool = True, show: bool = True, **overrides) -> Headline:
+    """Train `model` on (x, y) with `RECIPE` (or `overrides`) for `steps`, then measure it: w = 1 and w = 2 samples,
+    class accuracy, FD and the FD floor at the samples' count. Glues the chapter's headline numbers and shows the
+    samples, one row per class."""
+    from course import glue
+
+    n_per_class = n_per_class or PROFILE.pick(ci=2, cpu=40, gpu=100)
+    recipe = {**RECIPE, "p_uncond": label_dropout(model), **overrides}
+    run = train(model, x, y, diffusion=diffusion, steps=steps, seed=seed, desc=name, **recipe)
+    plain = evaluate(run.ema, diffusion, n_per_class=n_per_class, steps=sample_steps, w=1.0, seed=seed + 1)
+    guided = evaluate(run.ema, diffusion, n_per_class=n_per_class, steps=sample_steps, w=w_guided, seed=seed + 1)
+    floor = fd_floor(8, n=len(plain.labels))
+    result = Headline(name, run, plain, guided, floor, w_guided)
+    if glue_names:
+        glue("headline_acc_w1", float(plain.acc))
+        glue("headline_acc_w2", float(guided.acc))
+        glue("headline_fd", float(plain.fd))
+        glue("headline_fd_floor", float(floor))
+        glue("headline_train_seconds", float(run.seconds))
+        glue("headline_steps", int(run.steps))
+        glue("headline_n", int(len(plain.labels)))
+        glue("headline_fd_ratio", float(plain.fd / floor))
+    if show:
+        import matplotlib.pyplot as plt
+
+        from course.lab.plots import class_grid
+
+        print(result.summary())
+        fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+        for ax, e in zip(axes, (plain, guided)):
+            class_grid(e.samples, e.labels, per_class=10, ax=ax,
+                       title=f"w = {e.w:g}: accuracy {e.acc:.1%}, FD {e.fd:.2f}")
+        plt.tight_layout()
+        plt.show()
+    return result

@@ -1,0 +1,515 @@
+"""Studies of record: each chapter's ablations declared once, as data, and run by one runner.
+
+A `Study` names the paper's claim, the variants that test it (a builder and its arguments), the seeds, and the
+budget per profile: training steps and the milestones at which each run is measured (the held-out loss at every
+milestone, the judge's class accuracy and FD of unguided and guided samples at the last). Every run trains with the
+chapters' headline recipe (`course.lab.experiments.RECIPE`), so the models compared have learned.
+
+    python -m course study ch3            # run (or resume) the study, write results/ch3.json and results/ch3.png
+    python -m course study --status       # every study: recorded, missing, or stale; exit 1 unless all current
+
+A record carries its provenance (commit, a hash of the code the study ran, profile, device, torch version, date,
+wall time), every run's curve and its seed. It is written after every finished run, and each run checkpoints as it
+trains, so an interrupted study resumes where it stopped. `verdict(record, a, b)` words a comparison from a record:
+seed-paired differences, a stalled run named instead of averaged in, and no ranking of models that have not learned.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from course.grader.exercises import ROOT, SOLUTIONS_DIR
+
+RESULTS_DIR = ROOT / "results"
+LEARNED_ACC = 0.3  # guided class accuracy below which a model "has not learned yet" and no ranking is worded
+STALLED = 1.5  # a run whose final held-out loss is this many times its variant's median has stalled
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    build: str  # a key of BUILDS
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Budget:
+    steps: int
+    milestones: tuple[int, ...]  # held-out loss at each; accuracy and FD at the last (= steps)
+    seeds: tuple[int, ...]
+    n_per_class: int = 20  # samples per class for accuracy and FD
+    sample_steps: int = 20  # DDIM steps
+    loss_repeats: int = 2  # timesteps per held-out digit for the held-out loss
+
+
+@dataclass(frozen=True)
+class Study:
+    key: str  # "ch3"
+    chapter: str  # "03_uvit"
+    paper: str
+    claim: str  # the paper's claim, as the chapter states it
+    variants: tuple[Variant, ...]
+    baseline: str  # the variant the others are compared to
+    budgets: dict  # profile -> Budget
+    modules: tuple[str, ...] = ()  # the exercise modules its models are built from (their code is in the hash)
+    recipe: dict = field(default_factory=dict)  # overrides of RECIPE
+
+    def budget(self, profile: str) -> Budget:
+        return self.budgets[profile]
+
+    def declaration(self, profile: str) -> dict:
+        """The study as data (what a record is checked against)."""
+        return {"key": self.key, "claim": self.claim, "baseline": self.baseline,
+                "variants": [asdict(v) for v in self.variants], "budget": asdict(self.budget(profile)),
+                "recipe": self.recipe}
+
+    def show(self, profile: str | None = None) -> str:
+        """The declaration, as a reader sees it in the chapter."""
+        from course.lab.config import PROFILE
+        from course.lab.experiments import RECIPE
+
+        b = self.budget(profile or PROFILE.name)
+        recipe = {**RECIPE, **self.recipe}
+        lines = [f"study {self.key}: {self.claim} ({self.paper})",
+                 "  variants: " + "; ".join(f"{v.name} = {v.build}({_kwargs(v.kwargs)})" for v in self.variants),
+                 f"  seeds {list(b.seeds)}, {b.steps} steps each, held-out loss at {list(b.milestones)}; "
+                 f"{10 * b.n_per_class} samples ({b.sample_steps} DDIM steps) at w = 1 and w = 2 at the end",
+                 "  recipe: " + _kwargs(recipe)]
+        return "\n".join(lines)
+
+
+def _kwargs(kwargs: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Builders: what a variant's `build` names (from the learner's modules, or the reference standing in for them)
+# --------------------------------------------------------------------------------------------------------------
+def _build_dit(name="DiT-Ti/2", **kwargs):
+    from course.dit import create_dit
+
+    return create_dit(name, **kwargs)
+
+
+def _build_conditioning_dit(conditioning="adaLN-Zero", **kwargs):
+    from course.lab.conditioning import ConditioningDiT
+
+    shape = dict(depth=4, hidden_size=128, num_heads=4, patch_size=2, input_size=8, in_channels=1, num_classes=10,
+                 learn_sigma=False, class_dropout_prob=0.1)  # DiT-Ti/2, the chapter's model
+    return ConditioningDiT(conditioning, **{**shape, **kwargs})
+
+
+def _build_uvit(**kwargs):
+    from course.uvit import create_uvit
+
+    return create_uvit(**kwargs)
+
+
+def _build_diffit(name="DiffiT-T", **kwargs):
+    from course.diffit import create_diffit
+
+    return create_diffit(name, **kwargs)
+
+
+def _build_unet(**kwargs):
+    from course.unet import UNet
+
+    return UNet(**{**dict(in_channels=1, channels=(32, 64), num_res_blocks=1, num_classes=10, num_heads=2),
+                   **kwargs})
+
+
+def _build_vit(**kwargs):
+    from course.vit import ViTDenoiser
+
+    return ViTDenoiser(**{**dict(img_size=8, patch_size=2, in_channels=1, hidden_size=96, depth=3, num_heads=3,
+                                 num_classes=10), **kwargs})
+
+
+BUILDS = {"dit": _build_dit, "conditioning-dit": _build_conditioning_dit, "uvit": _build_uvit,
+          "diffit": _build_diffit, "unet": _build_unet, "vit": _build_vit}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The studies
+# --------------------------------------------------------------------------------------------------------------
+def _budgets(cpu_steps: int, seeds=(0, 1, 2), n_per_class: int = 20) -> dict:
+    milestones = (cpu_steps // 4, cpu_steps // 2, cpu_steps)
+    return {"ci": Budget(4, (2, 4), (0, 1), n_per_class=1, sample_steps=2, loss_repeats=1),
+            "cpu": Budget(cpu_steps, milestones, tuple(seeds), n_per_class=n_per_class),
+            "gpu": Budget(cpu_steps, milestones, tuple(seeds), n_per_class=50)}
+
+
+STUDIES = {s.key: s for s in [
+    Study("ch2", "02_dit", "DiT, Scalable Diffusion Models with Transformers (ICCV 2023), §3.2 and Figure 5",
+          "adaLN-Zero conditions better than in-context tokens, cross-attention and adaLN without the zero gate",
+          tuple(Variant(c, "conditioning-dit", {"conditioning": c})
+                for c in ("adaLN-Zero", "adaLN", "cross-attention", "in-context")),
+          "adaLN-Zero", _budgets(1150), modules=("layers", "vit", "dit")),
+    Study("ch3", "03_uvit", "U-ViT, All are Worth Words (CVPR 2023), §3 and Figure 2(a)",
+          "long skip connections matter: the U-ViT without them learns worse, and concatenation beats addition",
+          (Variant("U-ViT", "uvit"), Variant("skips by addition", "uvit", {"skip": "add"}),
+           Variant("no long skips", "uvit", {"skip": False})),
+          "U-ViT", _budgets(2000), modules=("layers", "dit", "uvit")),
+    Study("ch5", "05_diffit", "DiffiT, Diffusion Vision Transformers for Image Generation (ECCV 2024), Table 6",
+          "time-dependent self-attention (TMSA) beats the other ways of giving the blocks t (Table 6)",
+          (Variant("TMSA", "diffit", {"time_entry": "tmsa"}),
+           Variant("time in the position bias", "diffit", {"time_entry": "bias"}),
+           Variant("time added to the input tokens", "diffit", {"time_entry": "input"}),
+           Variant("adaLN-Zero", "diffit", {"time_entry": "adaLN"})),
+          "TMSA", _budgets(1150), modules=("layers", "dit", "diffit")),
+    Study("ch7", "07_summary", "the four papers of the course",
+          "at the same steps and recipe, which backbones learn to draw the asked-for digit",
+          (Variant("U-Net", "unet"), Variant("ViT", "vit"), Variant("DiT", "dit", {"name": "DiT-XS/2"}),
+           Variant("U-ViT", "uvit"), Variant("DiffiT", "diffit")),
+          "U-Net", _budgets(1500), modules=("layers", "unet", "vit", "dit", "uvit", "diffit")),
+]}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Provenance
+# --------------------------------------------------------------------------------------------------------------
+HASHED_LAB = ("train.py", "metrics.py", "data.py", "nets.py", "experiments.py")
+
+
+def _code(path: Path) -> str:
+    """A module's code without its docstrings and comments (its AST): prose edits do not make a record stale."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def code_hash(study: Study, profile: str) -> str:
+    """A hash of what the study's numbers depend on: the references of the modules its models are built from (and
+    the diffusion they train with), the lab modules that train and measure, the runner's own functions and the
+    study's declaration, all without docstrings or comments. A change to any of them marks the record stale."""
+    h = hashlib.sha256()
+    paths = [SOLUTIONS_DIR / f"{m}.py" for m in ("diffusion", *study.modules)]
+    paths += [Path(__file__).parent / name for name in HASHED_LAB]
+    paths += [Path(__file__).parent / "conditioning.py"] if any(v.build == "conditioning-dit"
+                                                               for v in study.variants) else []
+    for path in paths:
+        h.update(path.name.encode() + b"\0" + _code(path).encode() + b"\0")
+    for fn in (run_one, _measure):
+        h.update(inspect.getsource(fn).encode())
+    h.update(json.dumps(study.declaration(profile), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "course", "solutions"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+changes" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"{dev.type}, {torch.get_num_threads()} threads, {os.cpu_count()} cores ({platform.machine()})"
+
+
+def record_path(key: str, results: Path | None = None) -> Path:
+    return Path(results or RESULTS_DIR) / f"{key}.json"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The runner
+# --------------------------------------------------------------------------------------------------------------
+def _measure(model, diffusion, budget: Budget, seed: int, final: bool) -> dict:
+    """Held-out loss always; class accuracy and FD of unguided (w = 1) and guided (w = 2) samples at the end."""
+    from course.lab.data import digits
+    from course.lab.metrics import evaluate, heldout_loss
+
+    x_test, y_test = digits("test")
+    out = {"loss": heldout_loss(model, diffusion.alphas_cumprod, x_test, y_test, repeats=budget.loss_repeats)}
+    if final:
+        for w, key in ((1.0, "w1"), (2.0, "w2")):
+            e = evaluate(model, diffusion, n_per_class=budget.n_per_class, steps=budget.sample_steps, w=w,
+                         seed=1000 + seed)
+            out[f"acc_{key}"], out[f"fd_{key}"] = float(e.acc), float(e.fd)
+            if key == "w1":  # one sample of each class, as 8-bit pixels: the record's small sample grid
+                per = len(e.samples) // 10
+                row = ((e.samples[::per][:10].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+                out["samples"] = row.flatten().tolist()
+    return out
+
+
+def run_one(study: Study, variant: Variant, seed: int, profile: str, scratch: Path, progress: bool = True) -> dict:
+    """Train one variant with one seed to each milestone in turn (resuming from its checkpoint in `scratch`)."""
+    from course.diffusion import Diffusion
+    from course.lab.data import digits
+    from course.lab.experiments import RECIPE, label_dropout
+    from course.lab.train import train
+
+    budget = study.budget(profile)
+    x, y = digits("train")
+    diffusion = Diffusion(T=1000, schedule="cosine")
+    torch.manual_seed(seed)
+    model = BUILDS[variant.build](**variant.kwargs)
+    recipe = {**RECIPE, "p_uncond": label_dropout(model), **study.recipe}
+    checkpoint = scratch / f"{_slug(variant.name)}-seed{seed}.pt"
+    curve, samples = [], None
+    for m in budget.milestones:
+        r = train(model, x, y, diffusion=diffusion, steps=m, seed=seed, checkpoint=checkpoint,
+                  desc=f"{study.key}: {variant.name}, seed {seed}", progress=progress, **recipe)
+        point = _measure(r.ema, diffusion, budget, seed, final=m == budget.milestones[-1])
+        samples = point.pop("samples", samples)
+        curve.append({"steps": m, "seconds": float(r.seconds), **point})
+    return {"variant": variant.name, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
+            "steps_per_second": float(r.steps_per_second), "curve": curve, **curve[-1],
+            "samples": samples, "sample_shape": [10, *x.shape[1:]]}
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-")
+
+
+def run_study(key: str, profile: str | None = None, results: Path | None = None, progress: bool = True) -> dict:
+    """Run (or resume) a study and write its record; returns the record."""
+    from course.lab.config import PROFILE, device
+
+    study = STUDIES[key]
+    profile = profile or PROFILE.name
+    budget = study.budget(profile)
+    path = record_path(key, results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.parent / ".partial" / key
+    scratch.mkdir(parents=True, exist_ok=True)
+    digest = code_hash(study, profile)
+    record = load_record(key, results)
+    if not record or record.get("code_hash") != digest or record.get("profile") != profile:
+        record = {"study": key, "chapter": study.chapter, "paper": study.paper, "claim": study.claim,
+                  "baseline": study.baseline, "declaration": study.declaration(profile), "profile": profile,
+                  "code_hash": digest, "runs": [], "complete": False, "wall_seconds": 0.0}
+    done = {(r["variant"], r["seed"]) for r in record["runs"]}
+    start = time.perf_counter()
+    todo = [(v, s) for s in budget.seeds for v in study.variants if (v.name, s) not in done]
+    for variant, seed in todo:
+        result = run_one(study, variant, seed, profile, scratch, progress=progress)
+        record["runs"].append(result)
+        record["wall_seconds"] += time.perf_counter() - start
+        start = time.perf_counter()
+        record.update(_provenance(device()))
+        _write(path, record)
+        (scratch / f"{_slug(variant.name)}-seed{seed}.pt").unlink(missing_ok=True)
+    record["complete"] = len(record["runs"]) == len(study.variants) * len(budget.seeds)
+    record.update(_provenance(device()))
+    _write(path, record)
+    if todo:
+        fig = sample_grid(record)
+        fig.savefig(path.with_suffix(".png"), dpi=80)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return record
+
+
+def _provenance(dev) -> dict:
+    return {"commit": _commit(), "device": _device_name(dev), "torch": torch.__version__,
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def _write(path: Path, record: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
+    tmp.replace(path)
+
+
+def sample_grid(record: dict):
+    """One row of samples (one per class, unguided) per variant, from its first seed: the record's sample grid."""
+    import matplotlib.pyplot as plt
+
+    from course.lab.plots import grid_image
+
+    first = {}
+    for r in record["runs"]:
+        if r["variant"] not in first or r["seed"] < first[r["variant"]]["seed"]:
+            first[r["variant"]] = r
+    fig, axes = plt.subplots(len(first), 1, figsize=(5, 0.75 * len(first) + 0.2), squeeze=False)
+    for ax, (name, r) in zip(axes[:, 0], first.items()):
+        x = torch.tensor(r["samples"], dtype=torch.float32).view(*r["sample_shape"]) / 127.5 - 1
+        ax.imshow(grid_image(x, 10), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"{name} (seed {r['seed']}): unguided, digits 0 to 9", fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def load_record(key: str, results: Path | None = None) -> dict | None:
+    path = record_path(key, results)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def status(results: Path | None = None) -> list[tuple[str, str]]:
+    """(study, state) for every study: "current (…)", "incomplete", "stale: …" or "missing"."""
+    rows = []
+    for key, study in STUDIES.items():
+        record = load_record(key, results)
+        if record is None:
+            rows.append((key, "missing"))
+        elif record.get("code_hash") != code_hash(study, record.get("profile", "cpu")):
+            rows.append((key, "stale: the code or the declaration changed since it was measured"))
+        elif not record.get("complete"):
+            rows.append((key, f"incomplete: {len(record['runs'])} runs so far"))
+        else:
+            rows.append((key, f"current ({provenance_line(record)})"))
+    return rows
+
+
+def provenance_line(record: dict) -> str:
+    minutes = record.get("wall_seconds", 0.0) / 60
+    return (f"measured on {record.get('device', '?')} in {minutes:.0f} min at commit {record.get('commit', '?')} "
+            f"({record.get('date', '?')}, torch {record.get('torch', '?')}, profile {record.get('profile', '?')}); "
+            f"rerun with `python -m course study {record['study']}`")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading a record: tables and verdicts
+# --------------------------------------------------------------------------------------------------------------
+def runs_of(record: dict, variant: str) -> dict[int, dict]:
+    return {r["seed"]: r for r in record["runs"] if r["variant"] == variant}
+
+
+def stalled(record: dict, variant: str) -> list[int]:
+    """Seeds of `variant` whose final held-out loss is far above its other seeds' median: a run that stalled."""
+    runs = runs_of(record, variant)
+    if len(runs) < 3:
+        return []
+    median = float(np.median([r["loss"] for r in runs.values()]))
+    return [s for s, r in runs.items() if r["loss"] > STALLED * median]
+
+
+MEASURES = {"acc_w1": ("unguided class accuracy", +1, "{:.1%}"), "fd_w1": ("FD of unguided samples", -1, "{:.2f}"),
+            "loss": ("held-out loss", -1, "{:.4f}"), "acc_w2": ("guided class accuracy", +1, "{:.1%}")}
+
+
+def table(record: dict) -> str:
+    """A markdown table of the record: per variant, the mean and range over seeds of every measure."""
+    head = "| variant | seeds | " + " | ".join(MEASURES[m][0] for m in MEASURES) + " |"
+    lines = [head, "|" + "---|" * (2 + len(MEASURES))]
+    for name in dict.fromkeys(r["variant"] for r in record["runs"]):
+        runs = runs_of(record, name)
+        cells = []
+        for m, (_, _, fmt) in MEASURES.items():
+            v = [r[m] for r in runs.values()]
+            cells.append(f"{fmt.format(np.mean(v))} [{fmt.format(min(v))}–{fmt.format(max(v))}]")
+        flag = f" (stalled: seed {', '.join(map(str, stalled(record, name)))})" if stalled(record, name) else ""
+        lines.append(f"| {name}{flag} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def verdict(record: dict, a: str, b: str, measure: str = "acc_w1") -> str:
+    """One sentence on whether `a` beats `b` on `measure`, seed by seed: "ahead in every seed", "behind in every
+    seed", or "the seeds do not separate them"; stalled runs are named and left out; no ranking when either has not
+    learned (guided accuracy below 30 %); none from fewer than two paired seeds."""
+    label, sign, fmt = MEASURES[measure]
+    ra, rb = runs_of(record, a), runs_of(record, b)
+    for name, runs in ((a, ra), (b, rb)):
+        if not runs:
+            return f"{name}: not in the record."
+        if np.mean([r["acc_w2"] for r in runs.values()]) < LEARNED_ACC:
+            return (f"{name} has not learned yet (guided accuracy "
+                    f"{np.mean([r['acc_w2'] for r in runs.values()]):.0%}): no ranking of {a} and {b}.")
+    out = set(stalled(record, a)) | set(stalled(record, b))
+    seeds = sorted((set(ra) & set(rb)) - out)
+    note = f" Left out as stalled: seed {', '.join(map(str, sorted(out)))}." if out else ""
+    if len(seeds) < 2:
+        return f"Fewer than two seeds to pair for {a} and {b}: no finding.{note}"
+    diffs = [sign * (ra[s][measure] - rb[s][measure]) for s in seeds]  # > 0: a is better
+    shown = ", ".join(("+" if d >= 0 else "−") + fmt.format(abs(d)).lstrip("-") for d in diffs)
+    mean_a = fmt.format(np.mean([ra[s][measure] for s in seeds]))
+    mean_b = fmt.format(np.mean([rb[s][measure] for s in seeds]))
+    if all(d > 0 for d in diffs):
+        head = f"{a} is ahead of {b} in every one of {len(seeds)} seeds"
+    elif all(d < 0 for d in diffs):
+        head = f"{a} is behind {b} in every one of {len(seeds)} seeds"
+    else:
+        head = f"The seeds do not separate {a} and {b}"
+    return (f"{head} on {label} ({mean_a} against {mean_b}; seed by seed, {a} better by {shown}).{note}")
+
+
+
+# --------------------------------------------------------------------------------------------------------------
+# In a chapter: the record's figures, table, provenance and verdicts, with the reader's own run beside them
+# --------------------------------------------------------------------------------------------------------------
+def plot_record(record: dict, yours: dict | None = None):
+    """Held-out loss along training (every seed, one colour per variant) and the final unguided accuracy per seed;
+    `yours` ({"name", "acc_w1", "steps"}) adds the reader's own run to the accuracy panel."""
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["variant"] for r in record["runs"]))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1.3, 1]})
+    for i, name in enumerate(names):
+        for k, (_, r) in enumerate(sorted(runs_of(record, name).items())):
+            a1.plot([p["steps"] for p in r["curve"]], [p["loss"] for p in r["curve"]], "o-", color=f"C{i}",
+                    alpha=0.8, ms=3, label=name if k == 0 else None)
+            a2.scatter(i, r["acc_w1"], color=f"C{i}", s=30, zorder=3)
+        a2.bar(i, np.mean([r["acc_w1"] for r in runs_of(record, name).values()]), color=f"C{i}", alpha=0.35)
+    if yours is not None:
+        k = names.index(yours["name"]) if yours["name"] in names else len(names)
+        a2.scatter(k, yours["acc_w1"], marker="*", s=160, color="k", zorder=4,
+                   label=f"your run ({yours['steps']} steps)")
+        a2.legend(fontsize=8, loc="lower right")
+    a1.set(xlabel="training steps", ylabel="held-out loss", yscale="log", title="every seed of every variant")
+    a1.legend(fontsize=8)
+    a2.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+    a2.set(ylabel="unguided class accuracy", ylim=(0, 1.02), title="at the end: one dot per seed")
+    fig.tight_layout()
+    return fig
+
+
+def show_record(key: str, yours: dict | None = None, results: Path | None = None) -> dict | None:
+    """Show a chapter's study of record: its declaration, provenance, figures, table and sample grid. Returns the
+    record (None, with a message saying how to make it, when there is none)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    study = STUDIES[key]
+    print(study.show("cpu"))
+    record = load_record(key, results)
+    if record is None:
+        print(f"No record of study {key} yet: `python -m course study {key}` measures it (about 20 minutes on two "
+              "CPU cores) and writes results/{key}.json.")
+        return None
+    state = dict(status(results))[key]
+    display(Markdown(f"*Study of record, {provenance_line(record)}.*"
+                     + ("" if state.startswith("current") else f" **Note: {state}.**")))
+    plot_record(record, yours)
+    plt.show()
+    display(Markdown(table(record)))
+    sample_grid(record)
+    plt.show()
+    return record
+
+
+def summary(record: dict | None, measure: str = "acc_w1") -> str:
+    """The study's verdict on its claim: the baseline against every other variant, one sentence each."""
+    if record is None:
+        return "There is no record of this study yet, so no verdict."
+    others = [n for n in dict.fromkeys(r["variant"] for r in record["runs"]) if n != record["baseline"]]
+    return " ".join(verdict(record, record["baseline"], other, measure) for other in others)

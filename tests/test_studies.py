@@ -1,0 +1,109 @@
+"""Studies of record: the runner writes a record with its provenance, resumes after an interruption, knows when a
+record is stale, and words verdicts only from what the record holds."""
+import json
+import subprocess
+import sys
+
+from course.grader.exercises import ROOT
+from course.lab import studies
+
+
+def _run(variant, seed, acc_w1, acc_w2=0.99, loss=0.2, fd=1.0):
+    return {"variant": variant, "seed": seed, "acc_w1": acc_w1, "acc_w2": acc_w2, "loss": loss, "fd_w1": fd,
+            "fd_w2": fd, "curve": []}
+
+
+def _record(runs):
+    return {"study": "chX", "runs": runs}
+
+
+def test_verdict_separates_only_when_every_seed_agrees():
+    rec = _record([_run("A", s, a) for s, a in enumerate([0.95, 0.93, 0.94])]
+                  + [_run("B", s, b) for s, b in enumerate([0.90, 0.91, 0.92])])
+    assert studies.verdict(rec, "A", "B").startswith("A is ahead of B in every one of 3 seeds")
+    assert studies.verdict(rec, "B", "A").startswith("B is behind A in every one of 3 seeds")
+    mixed = _record([_run("A", s, a) for s, a in enumerate([0.95, 0.90, 0.94])]
+                    + [_run("B", s, b) for s, b in enumerate([0.90, 0.91, 0.92])])
+    assert studies.verdict(mixed, "A", "B").startswith("The seeds do not separate A and B")
+
+
+def test_verdict_lower_is_better_for_fd_and_loss():
+    rec = _record([_run("A", s, 0.9, fd=f) for s, f in enumerate([1.0, 1.1, 1.2])]
+                  + [_run("B", s, 0.9, fd=f) for s, f in enumerate([2.0, 2.1, 2.2])])
+    assert studies.verdict(rec, "A", "B", "fd_w1").startswith("A is ahead of B")
+
+
+def test_no_ranking_of_models_that_have_not_learned():
+    rec = _record([_run("A", s, 0.2, acc_w2=0.25) for s in range(3)] + [_run("B", s, 0.1) for s in range(3)])
+    v = studies.verdict(rec, "A", "B")
+    assert "has not learned yet" in v and "ahead" not in v and "behind" not in v
+
+
+def test_a_stalled_seed_is_named_and_left_out():
+    rec = _record([_run("A", 0, 0.95, loss=0.20), _run("A", 1, 0.30, loss=0.56), _run("A", 2, 0.94, loss=0.21)]
+                  + [_run("B", s, 0.90, loss=0.22) for s in range(3)])
+    assert studies.stalled(rec, "A") == [1]
+    v = studies.verdict(rec, "A", "B")
+    assert v.startswith("A is ahead of B in every one of 2 seeds") and "stalled: seed 1" in v
+
+
+def test_one_seed_is_no_finding():
+    rec = _record([_run("A", 0, 0.95), _run("B", 0, 0.90)])
+    assert "no finding" in studies.verdict(rec, "A", "B")
+
+
+def test_every_chapter_study_is_declared_as_data():
+    for key, study in studies.STUDIES.items():
+        assert study.baseline in {v.name for v in study.variants}, key
+        for profile in ("ci", "cpu", "gpu"):
+            b = study.budget(profile)
+            assert b.milestones[-1] == b.steps and list(b.milestones) == sorted(b.milestones)
+        assert len(study.budget("cpu").seeds) >= 3, f"{key}: a study of record needs at least 3 seeds"
+        json.dumps(study.declaration("cpu"))  # data, not code
+        assert all(v.build in studies.BUILDS for v in study.variants)
+
+
+def test_runner_writes_a_record_resumes_and_knows_when_it_is_stale(tmp_path, monkeypatch):
+    small = studies.Study("chT", "03_uvit", "a test", "a claim", (studies.Variant("U-ViT", "uvit", {"depth": 2}),),
+                          "U-ViT", {"ci": studies.Budget(3, (1, 3), (0, 1), n_per_class=1, sample_steps=2,
+                                                         loss_repeats=1)})
+    monkeypatch.setitem(studies.STUDIES, "chT", small)
+    record = studies.run_study("chT", "ci", tmp_path, progress=False)
+    assert record["complete"] and len(record["runs"]) == 2
+    for key in ("commit", "code_hash", "profile", "device", "torch", "date", "wall_seconds"):
+        assert key in record, key
+    run = record["runs"][0]
+    assert [p["steps"] for p in run["curve"]] == [1, 3] and "loss" in run["curve"][0]
+    assert {"acc_w1", "acc_w2", "fd_w1", "fd_w2", "loss", "seed"} <= set(run)
+    assert len(run["samples"]) == 10 * 8 * 8 and (tmp_path / "chT.png").exists()
+    json.loads((tmp_path / "chT.json").read_text())  # valid JSON, no NaN
+
+    # An interrupted study: drop the last run; running again trains only that one.
+    saved = json.loads((tmp_path / "chT.json").read_text())
+    saved["runs"], saved["complete"] = saved["runs"][:1], False
+    (tmp_path / "chT.json").write_text(json.dumps(saved))
+    calls = []
+    real = studies.run_one
+    monkeypatch.setattr(studies, "run_one", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    monkeypatch.setattr(studies, "code_hash", lambda study, profile: saved["code_hash"])
+    record = studies.run_study("chT", "ci", tmp_path, progress=False)
+    assert calls == [1] and record["complete"]
+
+    status = dict(studies.status(tmp_path))
+    assert status["chT"].startswith("current")
+    monkeypatch.setattr(studies, "code_hash", lambda study, profile: "something else")
+    assert dict(studies.status(tmp_path))["chT"].startswith("stale")
+
+
+def test_status_command_exits_1_when_a_record_is_missing(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "course", "study", "--status", "--results", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 1 and "missing" in out.stdout
+
+
+def test_committed_records_are_valid_and_read_as_tables():
+    for path in sorted(studies.RESULTS_DIR.glob("*.json")):
+        record = json.loads(path.read_text())
+        assert record["study"] == path.stem and record["study"] in studies.STUDIES
+        assert record["runs"] and studies.table(record).count("\n") >= 2
+        assert "commit" in studies.provenance_line(record)
