@@ -2,8 +2,9 @@
 
 The top level holds the learner's exercise modules (`diffusion`, `layers`, `unet`, `vit`, `dit`, ...), generated
 from `solutions/` with their marked blocks left for the learner to write, and this file's short public surface
-(`check`, `setup`, `glue`, `show_exercise`). What the chapters use (data, training, metrics, plots, widgets, ...) is
-in `course.lab`; the grader (the exercise registry, grading, the sandbox and the checks) in `course.grader`.
+(`check`, `setup`, `hint`, `glue`, `show_exercise`). What the chapters use (data, training, metrics, plots,
+widgets, ...) is in `course.lab`; the grader (the exercise registry, grading, the sandbox and the checks) in
+`course.grader`.
 
 With the environment variable `COURSE_SOLUTIONS=1`, `import course.<exercise module>` gives the reference instead:
 the book build, CI and instructors run that way.
@@ -17,7 +18,7 @@ import sys
 
 from course.grader.exercises import ALL_MODULES, CHAPTER_OF, CHAPTERS, SOLUTIONS_DIR
 
-__all__ = ["check", "setup", "reference_mode", "show_exercise", "glue"]
+__all__ = ["check", "setup", "hint", "reference_mode", "show_exercise", "glue"]
 
 
 def reference_mode() -> bool:
@@ -44,6 +45,17 @@ def check(target: str = "all", **kwargs):
     from course.grader.grading import check as _check
 
     return _check(target, **kwargs)
+
+
+def hint(name: str, level: int | None = None, reset: bool = False) -> None:
+    """The next hint for an exercise, one level per call (`hint("uvit.UViT.forward")`): the first says what to look
+    at, the last is close to the recipe. `level=k` shows level k again; `reset=True` starts over."""
+    from course.grader.exercises import hint_text
+
+    try:
+        print(hint_text(name, level, reset))
+    except KeyError as e:
+        print(e.args[0])
 
 
 def show_exercise(name: str):

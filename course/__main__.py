@@ -1,4 +1,4 @@
-"""The course's command line: `python -m course {list,check,progress,grade,study,generate,judge}`."""
+"""The course's command line: `python -m course {list,check,hint,progress,grade,study,generate,judge}`."""
 from __future__ import annotations
 
 import argparse
@@ -227,6 +227,17 @@ def cmd_grade(args) -> int:
     return 3 if problems or len(done) != len(labels) else 0
 
 
+def cmd_hint(args) -> int:
+    from course.grader.exercises import hint_text
+
+    try:
+        print(hint_text(args.exercise, args.level, args.reset))
+    except KeyError as e:
+        print(e.args[0], file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_generate(args) -> int:
     changed = generate(args.modules or None, check_only=args.check)
     if args.check:
@@ -312,6 +323,11 @@ def main(argv=None) -> int:
     p.add_argument("--results", help="the folder of the records (default: results/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_study)
+    p = sub.add_parser("hint", help="the next hint for an exercise (one level more each time)")
+    p.add_argument("exercise", help="an exercise, e.g. uvit.UViT.forward")
+    p.add_argument("--level", type=int, help="show this level (1 = a nudge, the last close to the recipe)")
+    p.add_argument("--reset", action="store_true", help="start this exercise's hints over at level 1")
+    p.set_defaults(fn=cmd_hint)
     p = sub.add_parser("generate", help="regenerate course/'s exercise modules from solutions/")
     p.add_argument("modules", nargs="*", help="only these modules (default: all)")
     p.add_argument("--check", action="store_true", help="only report drift (exit 1)")

@@ -33,6 +33,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from course.lab.conditioning import AdaLNUViTBlock, adaln_uvit_forward
+
 from .dit import DiTBlock
 from .layers import Attention, Mlp, PatchEmbed, TimestepEmbedder, timestep_embedding, unpatchify  # noqa: F401
 
@@ -209,23 +211,11 @@ def create_uvit(name: str = "course", **kwargs) -> UViT:
 # ---------------------------------------------------------------------------------------------------------------
 # The conditioning ablation: t and y through adaLN-Zero (chapter 2's DiT block) instead of as tokens
 # ---------------------------------------------------------------------------------------------------------------
-class AdaLNUViTBlock(nn.Module):
-    """Chapter 2's adaLN-Zero block (`dit.DiTBlock`), behind U-ViT's optional skip_linear."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, skip: bool = False):
-        super().__init__()
-        self.skip_linear = nn.Linear(2 * dim, dim) if skip else None
-        self.block = DiTBlock(dim, num_heads, mlp_ratio)
-
-    def forward(self, x: torch.Tensor, c: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        fused = x if self.skip_linear is None else self.skip_linear(torch.cat((x, skip), -1))
-        return self.block(fused, c)
-
-
 class AdaLNUViT(UViT):
     """U-ViT with the conditions of DiT: no extra tokens; c = TimestepEmbedder(t) + label_emb(y) modulates every
     block through adaLN-Zero (gates zero-initialised), with the same long skips, decoder and output conv.
-    Everything else (width, depth, position embedding, initialisation of the shared layers) is `UViT`'s."""
+    Everything else (width, depth, position embedding, initialisation of the shared layers) is `UViT`'s. Its blocks
+    (chapter 2's DiTBlock behind a skip_linear) and its forward are given in `course/lab/conditioning.py`."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -236,9 +226,10 @@ class AdaLNUViT(UViT):
         self.extras = 0
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, D))
         self.time_embed = TimestepEmbedder(D)
-        self.in_blocks = nn.ModuleList([AdaLNUViTBlock(D, heads, ratio) for _ in range(depth)])
-        self.mid_block = AdaLNUViTBlock(D, heads, ratio)
-        self.out_blocks = nn.ModuleList([AdaLNUViTBlock(D, heads, ratio, skip=self.skip_mode == "concat")
+        concat = self.skip_mode == "concat"
+        self.in_blocks = nn.ModuleList([AdaLNUViTBlock(DiTBlock(D, heads, ratio), D) for _ in range(depth)])
+        self.mid_block = AdaLNUViTBlock(DiTBlock(D, heads, ratio), D)
+        self.out_blocks = nn.ModuleList([AdaLNUViTBlock(DiTBlock(D, heads, ratio), D, skip=concat)
                                          for _ in range(depth)])
         self.initialize_weights()
         for block in self.blocks:  # adaLN-Zero: every block starts as the identity
@@ -246,18 +237,7 @@ class AdaLNUViT(UViT):
             nn.init.zeros_(block.block.adaLN_modulation[-1].bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.patch_embed(x) + self.pos_embed  # (B, N, D): patch tokens only
-        c = self.time_embed(t)  # (B, D)
-        if self.label_emb is not None:
-            c = c + self.label_emb(torch.full_like(t, self.num_classes, dtype=torch.long) if y is None else y)
-        saved = []
-        for block in self.in_blocks:
-            h = block(h, c)
-            saved.append(h)
-        h = self.mid_block(h, c)
-        for i, block in enumerate(self.out_blocks):
-            h = block(h, c, saved[len(saved) - 1 - i])
-        return self.final_layer(unpatchify(self.decoder_pred(self.norm(h)), self.patch_size))
+        return adaln_uvit_forward(self, x, t, y, unpatchify)
 
 
 # ---------------------------------------------------------------------------------------------------------------

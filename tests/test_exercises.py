@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from course.grader.exercises import COURSE_DIR, SOLUTIONS_DIR, exercises, modules, stub_message
-from course.grader.checks.kit import all_mistakes
+from course.grader.exercises import COURSE_DIR, SOLUTIONS_DIR, exercises, load_module, modules, stub_message
+from course.grader.checks.kit import all_mistakes, hint_levels
 from course.grader.grading import grade_mistake, registry, run_exercise
 
 NAMES = exercises()
@@ -65,3 +65,98 @@ def test_declared_mistake_fails_with_its_name(mistake):
     result = grade_mistake(mistake)
     assert not result.passed, f"{mistake} passed its check: {result.message}"
     assert mistake.fragment.lower() in result.message.lower(), result.message
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hints (course/grader/checks/kit.py `hints`): levels on request; a failed check quotes at most the first
+# ---------------------------------------------------------------------------------------------------------------
+def _later_levels(name):
+    return [level for level in hint_levels(name)[1:]]
+
+
+def test_every_exercise_has_two_or_three_distinct_hint_levels():
+    for name in NAMES:
+        levels = hint_levels(name)
+        assert 2 <= len(levels) <= 3, (name, levels)
+        assert len(set(levels)) == len(levels), name
+
+
+@pytest.mark.parametrize("mistake", MISTAKES, ids=str)
+def test_a_declared_mistakes_message_carries_no_hint_beyond_level_one(mistake):
+    message = grade_mistake(mistake).message
+    for level in _later_levels(mistake.exercise):
+        assert level not in message, (mistake, level)
+
+
+def test_no_check_quotes_a_later_hint_level():
+    """The recipe lives in the hints: no string in a check module (outside its `hints(...)` declarations) holds a
+    level beyond the first, or the first half of one."""
+    import ast
+
+    from course.grader.exercises import ROOT
+
+    later = [(name, level) for name in NAMES for level in _later_levels(name)]
+    for module in modules():
+        tree = ast.parse((ROOT / "course/grader/checks" / f"{module}.py").read_text())
+        declared = {id(n) for call in ast.walk(tree) if isinstance(call, ast.Call)
+                    and getattr(call.func, "id", None) == "hints" for n in ast.walk(call)}
+        texts = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                 and id(n) not in declared]
+        for name, level in later:
+            head = level[: max(30, len(level) // 2)]
+            assert not any(head in t for t in texts), (module, name, level)
+
+
+def test_a_generic_mismatch_quotes_level_one_and_where_to_get_more():
+    impl = load_module("dit", SOLUTIONS_DIR, isolate="dit.modulate")
+    impl.modulate = lambda x, shift, scale: x * (1 + scale.unsqueeze(1)) + 0.5 * shift.unsqueeze(1)
+    message = run_exercise("dit.modulate", impl=impl).message
+    levels = hint_levels("dit.modulate")
+    assert "differs from the reference" in message and levels[0] in message, message
+    assert 'hint("dit.modulate")' in message
+    assert not any(level in message for level in levels[1:])
+
+
+def test_hint_gives_the_next_level_each_call_and_remembers_it(tmp_path, monkeypatch):
+    from course.grader.exercises import hint_text
+
+    monkeypatch.setenv("COURSE_HINT_STATE", str(tmp_path / "hints.json"))
+    levels = hint_levels("uvit.UViT.forward")
+    n = len(levels)
+    shown = [hint_text("uvit.UViT.forward") for _ in range(n + 1)]
+    for k, text in enumerate(shown[:n], start=1):
+        assert f"level {k} of {n}" in text
+        assert " ".join(levels[k - 1].split()) in " ".join(text.split())
+    assert f"level {n} of {n}" in shown[n], "the last level repeats once reached"
+    assert "level 1 of" in hint_text("uvit.UViTBlock.forward"), "levels are remembered per exercise"
+    assert f"level 1 of {n}" in hint_text("uvit.UViT.forward", level=1)
+    hint_text("uvit.UViT.forward", reset=True)
+    assert f"level 1 of {n}" in hint_text("uvit.UViT.forward")
+    with pytest.raises(KeyError, match="did you mean"):
+        hint_text("uvit.UViT.forwad")
+
+
+def test_hint_command_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COURSE_HINT_STATE": str(tmp_path / "hints.json")}
+    run = [sys.executable, "-m", "course", "hint", "diffit.TMSA.forward"]
+    first = subprocess.run(run, capture_output=True, text=True, env=env, check=True).stdout
+    second = subprocess.run(run, capture_output=True, text=True, env=env, check=True).stdout
+    assert "level 1 of" in first and "level 2 of" in second
+    bad = subprocess.run(run[:-1] + ["nope.x"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "unknown exercise" in bad.stderr
+
+
+def test_an_exception_in_the_learners_code_names_the_exercise_the_line_and_the_shapes(tmp_path):
+    source = (SOLUTIONS_DIR / "uvit.py").read_text()
+    old = "x = block(x, skips.pop())  # last in, first out"
+    assert old in source
+    (tmp_path / "uvit.py").write_text(source.replace(old, "x = block(x, skips.pop()[:, 1:])"))
+    message = run_exercise("uvit.UViT.forward", tmp_path).message
+    assert "uvit.UViT.forward" in message and "raised RuntimeError" in message, message
+    line = source[: source.index(old)].count("\n") + 1
+    assert f"uvit.py line {line}" in message and "skips.pop()[:, 1:]" in message, message
+    assert re.search(r"x \(\d+, \d+, \d+\)", message), message

@@ -252,3 +252,70 @@ def exercise_source(name: str) -> tuple[str, str]:
         given = [f"class {block.qualname.split('.')[0]}:", "    ..."] + given
     body = textwrap.dedent("\n".join(lines[block.begin: block.end - 1]))
     return textwrap.dedent("\n".join(given)).rstrip() + "\n", body.rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hints on request
+# ---------------------------------------------------------------------------------------------------------------
+def _hint_state_path() -> Path:
+    """Where the level reached per exercise is kept: `COURSE_HINT_STATE`, else hints.json in the course's cache."""
+    import os
+
+    if os.environ.get("COURSE_HINT_STATE"):
+        return Path(os.environ["COURSE_HINT_STATE"])
+    from course.lab.config import cache_dir
+
+    return cache_dir() / "hints.json"
+
+
+def hint_text(name: str, level: int | None = None, reset: bool = False) -> str:
+    """The next hint of exercise `name` (level 1 the first time, then 2, ...; the last level again once reached),
+    or level `level` itself, as text that says "level k of n". `reset` starts the exercise's hints over. Raises
+    KeyError for an unknown exercise."""
+    import difflib
+    import json
+    import textwrap
+
+    from course.grader.checks.kit import hint_levels
+
+    names = exercises()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        module = [n for n in names if n.startswith(name + ".")]
+        raise KeyError(f"unknown exercise `{name}`" + (f"; its exercises: {', '.join(module)}" if module else
+                                                       f"; did you mean {', '.join(close)}?" if close else
+                                                       "; `python -m course list` shows them all."))
+    levels = hint_levels(name)
+    path = _hint_state_path()
+    try:
+        state = json.loads(path.read_text())
+        state = state if isinstance(state, dict) else {}
+    except (OSError, ValueError):
+        state = {}
+    if reset:
+        state.pop(name, None)
+        if level is None:
+            _save_hint_state(path, state)
+            return f"hints of {name} start again at level 1."
+    if level is None:
+        shown = state.get(name, 0)
+        level = min(int(shown) + 1 if isinstance(shown, int) else 1, len(levels))
+    if not 1 <= level <= len(levels):
+        raise KeyError(f"{name} has hint levels 1 to {len(levels)}, not {level}")
+    state[name] = max(level, state.get(name, 0) if isinstance(state.get(name), int) else 0)
+    _save_hint_state(path, state)
+    after = (f"Ask again for level {level + 1}." if level < len(levels) else
+             "That is the last level; the chapter's section and the docstring have the contract.")
+    text = textwrap.fill(levels[level - 1], 110, initial_indent="  ", subsequent_indent="  ")
+    return f"Hint for {name}, level {level} of {len(levels)}:\n{text}\n{after}"
+
+
+def _save_hint_state(path: Path, state: dict) -> None:
+    import json
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(state, indent=1, sort_keys=True))
+    except OSError:  # a read-only home: the hints still show, the level is not remembered
+        pass
+

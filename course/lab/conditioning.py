@@ -174,3 +174,39 @@ class ConditioningDiT(nn.Module):
             h = layer(h, cond)
         h = h[:, h.shape[1] - patches.shape[1]:]  # in-context: the 2 condition tokens leave before the decoder
         return net.unpatchify(net.final_layer(h, cond))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Chapter 3's conditioning ablation: U-ViT with t and y through adaLN-Zero instead of as tokens (`uvit.AdaLNUViT`)
+# ---------------------------------------------------------------------------------------------------------------
+class AdaLNUViTBlock(nn.Module):
+    """A DiT block (`block`, called as block(x, c)) behind U-ViT's optional long-skip fusion Linear(2D, D)."""
+
+    def __init__(self, block: nn.Module, dim: int, skip: bool = False):
+        super().__init__()
+        self.skip_linear = nn.Linear(2 * dim, dim) if skip else None
+        self.block = block
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        if self.skip_linear is not None:
+            x = self.skip_linear(torch.cat((x, skip), -1))
+        return self.block(x, c)
+
+
+def adaln_uvit_forward(model: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None,
+                       unpatchify) -> torch.Tensor:
+    """The forward of `uvit.AdaLNUViT`: patch tokens only; c = time_embed(t) + label_emb(y) reaches every block;
+    the long skips pair the in-blocks with the out-blocks in reverse order, as in U-ViT."""
+    h = model.patch_embed(x) + model.pos_embed  # (B, N, D)
+    c = model.time_embed(t)  # (B, D)
+    if model.label_emb is not None:
+        c = c + model.label_emb(torch.full_like(t, model.num_classes, dtype=torch.long) if y is None else y)
+    encoded = []
+    for block in model.in_blocks:
+        h = block(h, c)
+        encoded.append(h)
+    h = model.mid_block(h, c)
+    for block, skip in zip(model.out_blocks, encoded[::-1]):
+        h = block(h, c, skip)
+    return model.final_layer(unpatchify(model.decoder_pred(model.norm(h)), model.patch_size))
+

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from course.grader.checks.kit import (CheckFailed, check_denoiser, compare_forward, expect, expect_close, expect_tensor,
                                exercise, mistake, random_pair, seeded, wrong_outputs)
+from course.grader.checks.kit import hints
 
 
 def _call(fn, *args, what: str):
@@ -64,9 +65,7 @@ def check_window_partition(impl, ref):
         expect_close(want, _partition_by_loops(x, ws), what="the reference against the loop formula", atol=0)
         got = _call(impl.window_partition, x.clone(), ws, what=f"window_partition on {shape}, ws={ws}")
         expect_close(got, want, what=f"window_partition of a {shape} map with ws={ws}", atol=0, rtol=0,
-                     mistakes=wrong_outputs("diffit.window_partition", x, ws),
-                     hint="reshape to (B, H/ws, ws, W/ws, ws, C), bring the two window indices together "
-                          "(B, H/ws, W/ws, ws, ws, C), then flatten to (B·nW, ws·ws, C).")
+                     mistakes=wrong_outputs("diffit.window_partition", x, ws))
     return ("matches a loop over images, window rows, window columns for 8×8 (ws 4), 4×6 and 6×4 (ws 2), batch 1 "
             "to 3.")
 
@@ -105,9 +104,7 @@ def check_window_reverse(impl, ref):
         expect_close(ref.window_reverse(windows, ws, H, W), x, what="the reference on loop-made windows", atol=0)
         got = _call(impl.window_reverse, windows.clone(), ws, H, W, what=f"window_reverse to {shape}, ws={ws}")
         expect_close(got, x, what=f"window_reverse of windows of a {shape} map (ws={ws})", atol=0, rtol=0,
-                     mistakes=wrong_outputs("diffit.window_reverse", windows, ws, H, W),
-                     hint="undo window_partition step by step: reshape to (B, H/ws, W/ws, ws, ws, C), permute to "
-                          "(B, H/ws, ws, W/ws, ws, C), reshape to (B, H, W, C).")
+                     mistakes=wrong_outputs("diffit.window_reverse", windows, ws, H, W))
     return "puts loop-made windows back into 8×8, 4×6, 6×4 and 4×4 maps exactly (ws 2 and 4, batch 1 to 3)."
 
 
@@ -156,8 +153,7 @@ def check_relative_position_index(impl, ref):
         got = _call(impl.relative_position_index, ws, what=f"relative_position_index({ws})")
         expect_tensor(got, shape=(ws * ws, ws * ws), dtype=torch.int64, what=f"relative_position_index({ws})")
         expect_close(got, want, what=f"relative_position_index({ws})", atol=0, rtol=0,
-                     mistakes=wrong_outputs("diffit.relative_position_index", ws),
-                     hint="(row_i − row_j + ws − 1) · (2ws − 1) + (col_i − col_j + ws − 1) for query i, key j.")
+                     mistakes=wrong_outputs("diffit.relative_position_index", ws))
         expect(int(got.min()) >= 0 and int(got.max()) < (2 * ws - 1) ** 2 and len(got.unique()) == (2 * ws - 1) ** 2,
                f"relative_position_index({ws}) should use each of the (2ws − 1)² = {(2 * ws - 1) ** 2} table "
                "entries, and only those.")
@@ -276,15 +272,12 @@ TMSA_CASES = (  # (B, H, W, dim, heads, ws, temb_dim)
 
 @exercise("diffit.TMSA.forward")
 def check_tmsa_forward(impl, ref):
-    hint = ("windows = window_partition(x, ws); qkv = self.qkv(windows) + self.qkv_temb(temb), the time term "
-            "repeat_interleave'd over each image's windows and broadcast over tokens; split (3, heads, head_dim); "
-            "softmax(q kᵀ · scale + B) v with B[h, i, j] = table[index[i, j], h]; merge heads; proj; window_reverse.")
     for i, (B, H, W, D, heads, ws, td) in enumerate(TMSA_CASES):
         mine, theirs = random_pair(impl.TMSA, ref.TMSA, D, td, heads, ws, seed=30 + i, std=0.3)
         with seeded(40 + i):
             x, temb = torch.randn(B, H, W, D), torch.randn(B, td)
         compare_forward(mine, theirs, (x, temb), exercise="diffit.TMSA.forward",
-                        what=f"TMSA(dim={D}, heads={heads}, ws={ws}) on x {(B, H, W, D)}", hint=hint)
+                        what=f"TMSA(dim={D}, heads={heads}, ws={ws}) on x {(B, H, W, D)}")
         # With the time projections zeroed, TMSA is plain windowed attention (computed here window by window).
         with torch.no_grad():
             mine.qkv_temb.weight.zero_()
@@ -347,8 +340,7 @@ def check_diffit_block_forward(impl, ref):
         with seeded(70 + i):
             x, temb = torch.randn(B, H, W, D), torch.randn(B, td)
         compare_forward(mine, theirs, (x, temb), exercise="diffit.DiffiTBlock.forward",
-                        what=f"DiffiTBlock(D={D}, heads={heads}, ws={ws}) on x {(B, H, W, D)}",
-                        hint="x = x + attn(norm1(x), temb); x = x + mlp(norm2(x)).")
+                        what=f"DiffiTBlock(D={D}, heads={heads}, ws={ws}) on x {(B, H, W, D)}")
     return "matches the reference forward and backward (atol 1e-5) on three shapes incl. batch 1 and 4×6 maps."
 
 
@@ -401,9 +393,7 @@ def check_diffit_resblock_forward(impl, ref):
         with seeded(90 + i):
             x, temb = torch.randn(B, cin, H, W), torch.randn(B, td)
         compare_forward(mine, theirs, (x, temb), exercise="diffit.DiffiTResBlock.forward",
-                        what=f"DiffiTResBlock({cin} -> {cout} channels, ws={ws}) on x {(B, cin, H, W)}",
-                        hint="h = conv(silu(norm(x))); h = block(h as (B, H, W, C), temb) back to (B, C, H, W); "
-                             "return h + skip(x).")
+                        what=f"DiffiTResBlock({cin} -> {cout} channels, ws={ws}) on x {(B, cin, H, W)}")
     return ("matches the reference forward and backward (atol 1e-5): 8 -> 8 channels, 16 -> 8 (the 1×1 skip), "
             "8 -> 16 on a 4×6 map, batch 1 to 3.")
 
@@ -476,9 +466,52 @@ def check_diffit_forward(impl, ref):
             y = torch.randint(0, nc + 1, (shape[0],))
         check_denoiser(mine, theirs, x, t, y, exercise="diffit.DiffiT.forward", num_classes=nc,
                        what=f"DiffiT(channels={cfg['channels']}, depths={cfg['depths']}, ws={cfg['window_size']}) "
-                            f"on {shape}",
-                       hint="temb = t_embedder(t) + y_embedder(y); h = tokenizer(x); encoder levels (keep h as the "
-                            "skip, then downsample, except at the bottom); decoder: cat([upsample(h), skip]), its "
-                            "blocks; head.")
+                            f"on {shape}")
     return ("matches the reference forward and backward (atol 1e-5) for 2 and 3 levels, 1 and 2 blocks per level, "
             "windows 4 and 2, a 4×8 RGB input; y=None is the null class; depends on t and y.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hints on request (`hint("name")`, `python -m course hint name`): level 1 a nudge, the only one a failed check
+# quotes; the last close to the recipe.
+# ---------------------------------------------------------------------------------------------------------------
+hints("diffit.window_partition",
+      "Windows are read row-major over the (H/ws, W/ws) grid of windows, image by image, and the tokens inside "
+      "a window row-major too.",
+      "Split H into (H/ws, ws) and W into (W/ws, ws) with one reshape; the two window indices must end up next "
+      "to each other before the two in-window indices.",
+      "reshape to (B, H/ws, ws, W/ws, ws, C), permute(0, 1, 3, 2, 4, 5), reshape to (−1, ws·ws, C).")
+hints("diffit.window_reverse",
+      "Undo window_partition step by step, in the reverse order; B is whatever is left of the first dimension.",
+      "reshape to (B, H/ws, W/ws, ws, ws, C) and swap the middle axes back to (B, H/ws, ws, W/ws, ws, C).",
+      "permute(0, 1, 3, 2, 4, 5), then reshape to (B, H, W, C).")
+hints("diffit.relative_position_index",
+      "Each (query, key) pair of a window reads the table entry of its 2D offset (query minus key); offsets "
+      "from −(ws − 1) to ws − 1 in each axis make (2ws − 1)² entries.",
+      "Row and column of every token (torch.meshgrid, indexing=\"ij\", flattened); the offsets are coords[:, :, "
+      "None] − coords[:, None, :].",
+      "(row_i − row_j + ws − 1) · (2ws − 1) + (col_i − col_j + ws − 1).")
+hints("diffit.TMSA.forward",
+      "TMSA is windowed multi-head attention whose q, k and v each get a projection of the image's time token "
+      "added (Eqs 3-5), plus the relative position bias in the logits (Eq 6); the probabilities go through "
+      "`self.softmax`.",
+      "qkv_temb(temb) is one 3C vector per image: repeat it over that image's windows (they are consecutive "
+      "after window_partition) and add it to every token before splitting into heads; the 3C channels are "
+      "ordered (3, heads, head_dim); scale by 1/√head_dim.",
+      "bias = table[index.view(-1)].view(N, N, heads).permute(2, 0, 1); attn = self.softmax(q k^T · scale + "
+      "bias); (attn @ v) merged back to (B·nW, N, C); proj; window_reverse.")
+hints("diffit.DiffiTBlock.forward",
+      "Eqs 7-8: a pre-norm block whose attention is TMSA; the time token reaches the block only through TMSA.",
+      "x = x + attn(norm1(x), temb); x = x + mlp(norm2(x)).")
+hints("diffit.DiffiTResBlock.forward",
+      "Eqs 9-10: GroupNorm → SiLU → conv, then the DiffiT block, plus the outer residual; the block works "
+      "channels-last.",
+      "h = conv(SiLU(norm(x))); through the block as (B, H, W, C) with permute, and back to (B, C, H, W).",
+      "return h + skip(x) (skip is the 1×1 conv where the channels change).")
+hints("diffit.DiffiT.forward",
+      "A U: keep each encoder level's output before downsampling; going up, each level concatenates the skip of "
+      "its own resolution (last kept, first used); the time token t_embedder(t) + y_embedder(y) reaches every "
+      "ResBlock.",
+      "y=None is the null class num_classes; encoder: the level's blocks, then (except at the bottom) push h "
+      "and downsample; decoder: zip(upsample, decoder).",
+      "h = cat([up(h), skips.pop()], dim=1), then the level's blocks; finally head(h).")

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from course.grader.checks.kit import (CheckFailed, exercise, expect, expect_close, expect_tensor, mistake, seeded,
                                wrong_outputs)
+from course.grader.checks.kit import hints
 from course.grader.exercises import reference_module
 
 
@@ -43,9 +44,7 @@ def check_linear_betas(impl, ref):
         expect(getattr(got, "dtype", None) != torch.float32,
                "linear_betas returns float32: the schedule is float32 (give torch.linspace dtype=torch.float64).")
         expect_close(got, ref.linear_betas(*args), what=f"linear_betas{args}".replace(",)", ")"),
-                     atol=1e-12, rtol=1e-9, mistakes=wrong_outputs("diffusion.linear_betas", *args),
-                     hint="β_0 = beta_start and β_{T-1} = beta_end exactly (torch.linspace), float64; use the "
-                          "beta_start and beta_end arguments.")
+                     atol=1e-12, rtol=1e-9, mistakes=wrong_outputs("diffusion.linear_betas", *args))
     return "β from 1e-4 to 0.02 over T steps, float64, T = 1, 10, 1000 and custom ends."
 
 
@@ -90,9 +89,7 @@ def _(T, s=0.008, max_beta=0.999):
 def check_cosine_betas(impl, ref):
     for args in ((1000,), (10, 0.008, 0.999), (100, 0.02, 0.5)):
         expect_close(impl.cosine_betas(*args), ref.cosine_betas(*args), what=f"cosine_betas{args}".replace(",)", ")"),
-                     atol=1e-9, rtol=1e-7, mistakes=wrong_outputs("diffusion.cosine_betas", *args),
-                     hint="ᾱ(t) = cos²(((t/T) + s)/(1 + s) · π/2) for t = 0..T, then β_t = 1 − ᾱ(t+1)/ᾱ(t), clipped "
-                          "at max_beta; use the s and max_beta arguments.")
+                     atol=1e-9, rtol=1e-7, mistakes=wrong_outputs("diffusion.cosine_betas", *args))
     return "matches Improved DDPM's cosine schedule for T = 10, 100, 1000, with the offset and the clip."
 
 
@@ -147,8 +144,6 @@ def check_q_sample(impl, ref):
         noise = torch.randn_like(x0)
     t = torch.tensor([0, 999, 500, 10, 250])
     one = x0[:1], torch.tensor([123]), noise[:1]
-    hint = ("x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε, with ᾱ_t = alphas_cumprod[t] reshaped to (B, 1, 1, 1) so that each "
-            "image gets its own t, in the images' dtype.")
     for what, (a, tt, n) in (("q_sample on (5, 3, 4, 6)", (x0, t, noise)), ("q_sample with batch 1", one)):
         want = ref.q_sample(a, tt, n, ab)
         wrong = wrong_outputs("diffusion.q_sample", a, tt, n, ab)
@@ -159,7 +154,7 @@ def check_q_sample(impl, ref):
         expect(getattr(got, "dtype", None) != torch.float64,
                f"{what} returns float64 for float32 images: ᾱ_t keeps the schedule's float64 (cast it to the "
                "images' dtype).")
-        expect_close(got, want, what=what, mistakes=wrong, hint=hint)
+        expect_close(got, want, what=what, mistakes=wrong)
     x64 = x0.double()
     expect_tensor(impl.q_sample(x64, t, noise.double(), ab), like=x64, what="q_sample on float64 images")
     return "x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε per image, batch 1 and 5, inputs left as they are, dtype kept."
@@ -229,9 +224,7 @@ def check_ddpm_loss(impl, ref):
                               "`model(x_t, t, y)[:, :C]`.") from None
         expect(len(model.calls) >= 1, "ddpm_loss should call model(x_t, t, y) once.")
         expect_close(got, want, what="the loss" + (" of a model that outputs 2C channels" if out_channels else ""),
-                     atol=1e-6, mistakes=wrong,
-                     hint="the mean over all elements of (ε − model(x_t, t, y)[:, :C])², with x_t = q_sample(x0, t, "
-                          "ε) and C the image channels.")
+                     atol=1e-6, mistakes=wrong)
         expect(got.dim() == 0, f"the loss should be a scalar (shape ()), got shape {tuple(got.shape)}.")
         x_in, t_in, y_in = model.calls[-1]
         expect_close(x_in, ref.q_sample(x0, t, noise, ab), what="the image given to the model",
@@ -287,8 +280,7 @@ def check_ddpm_step(impl, ref):
         for t in (999, 500, 1, 0):
             args = (x, eps, t, betas, ab, z)
             expect_close(impl.ddpm_step(*args), ref.ddpm_step(*args), what=f"ddpm_step at t = {t}", atol=1e-5,
-                         mistakes=wrong_outputs("diffusion.ddpm_step", *args),
-                         hint="x_{t-1} = (x_t − β_t/√(1 − ᾱ_t) · ε)/√α_t + √β_t · z, and no z when t = 0.")
+                         mistakes=wrong_outputs("diffusion.ddpm_step", *args))
     return "matches Algorithm 2 for the linear and cosine schedules, noise-free at t = 0."
 
 
@@ -371,15 +363,10 @@ def check_ddim_step(impl, ref):
             raise CheckFailed(f"ddim_step from t = {t} to t_prev = -1 raised {type(e).__name__}: {e}. Hint: "
                               "t_prev = -1 means ᾱ_prev = 1 (the clean image), not alphas_cumprod[-1].") from None
 
-    hint_eta = ("σ = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev); the ε direction gets √(1 − ᾱ_prev − σ²), and "
-                "σ z is added.")
     for t, t_prev in ((999, 949), (500, 250), (20, -1)):
         wrong = wrong_outputs("diffusion.ddim_step", x, eps, t, t_prev, ab)
         expect_close(step(t, t_prev), ref.ddim_step(x, eps, t, t_prev, ab), what=f"ddim_step from t = {t} to "
-                     f"{t_prev} (η = 0)", atol=1e-5, mistakes=wrong,
-                     hint="x̂0 = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t clipped to [-1, 1], ε re-derived from it as "
-                          "(x_t − √ᾱ_t x̂0)/√(1 − ᾱ_t), then √ᾱ_prev x̂0 + √(1 − ᾱ_prev) ε; "
-                          "t_prev = -1 means ᾱ_prev = 1.")
+                     f"{t_prev} (η = 0)", atol=1e-5, mistakes=wrong)
         expect_close(step(t, t_prev, clip=False), ref.ddim_step(x, eps, t, t_prev, ab, clip=False),
                      what=f"ddim_step with clip=False from t = {t} to {t_prev}", atol=1e-5,
                      mistakes=wrong_outputs("diffusion.ddim_step", x, eps, t, t_prev, ab, clip=False),
@@ -388,8 +375,7 @@ def check_ddim_step(impl, ref):
             want = ref.ddim_step(x, eps, t, t_prev, ab, eta=eta, noise=z)
             expect_close(step(t, t_prev, eta=eta, noise=z), want,
                          what=f"ddim_step with η = {eta} from t = {t} to {t_prev}", atol=1e-5,
-                         mistakes=wrong_outputs("diffusion.ddim_step", x, eps, t, t_prev, ab, eta=eta, noise=z),
-                         hint=hint_eta)
+                         mistakes=wrong_outputs("diffusion.ddim_step", x, eps, t, t_prev, ab, eta=eta, noise=z))
     return "deterministic and stochastic (η = 0.3, 1) steps, with and without clipping, down to t_prev = -1."
 
 
@@ -417,6 +403,48 @@ def check_cfg_eps(impl, ref):
         c, u = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
     for w in (2.5, 0.0, 1.0, 4.0):
         expect_close(impl.cfg_eps(c, u, w), ref.cfg_eps(c, u, w), what=f"cfg_eps with w = {w}",
-                     mistakes=wrong_outputs("diffusion.cfg_eps", c, u, w),
-                     hint="ε̂ = ε_uncond + w (ε_cond − ε_uncond): w = 0 gives ε_uncond, w = 1 gives ε_cond.")
+                     mistakes=wrong_outputs("diffusion.cfg_eps", c, u, w))
     return "ε_uncond + w (ε_cond − ε_uncond) for w = 0, 1, 2.5, 4."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hints on request (`hint("name")`, `python -m course hint name`): level 1 a nudge, the only one a failed check
+# quotes; the last close to the recipe.
+# ---------------------------------------------------------------------------------------------------------------
+hints("diffusion.linear_betas",
+      "The schedule must hit both ends exactly: β_0 = beta_start and β_{T-1} = beta_end, in float64.",
+      "PyTorch has a function that spaces T numbers evenly between two ends, both included; give it the dtype.",
+      "torch.linspace(beta_start, beta_end, T, dtype=torch.float64).")
+hints("diffusion.cosine_betas",
+      "Compute ᾱ on T + 1 points first (t = 0 .. T), then turn neighbouring ratios into β; float64 throughout.",
+      "ᾱ(t) = cos²(((t/T) + s)/(1 + s) · π/2); β_t = 1 − ᾱ(t+1)/ᾱ(t) for t = 0 .. T−1.",
+      "steps = arange(T + 1) / T in float64; alpha_bar = cos((steps + s)/(1 + s) · π/2)²; betas = 1 − "
+      "alpha_bar[1:] / alpha_bar[:-1]; clamp at max_beta.")
+hints("diffusion.q_sample",
+      "Each image has its own t: ᾱ_t must broadcast over (C, H, W) of its own image only, in the images' dtype.",
+      "x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε (Eq 4 of DDPM), with ᾱ_t = alphas_cumprod[t].",
+      "Read ᾱ_t with the given `_at(alphas_cumprod, t, x0)` (shape (B, 1, 1, 1)), then a.sqrt() · x0 + (1 − "
+      "a).sqrt() · noise.")
+hints("diffusion.ddpm_loss",
+      "The model sees the noisy x_t, not x0, and predicts the noise that made it; compare with that noise.",
+      "Noise x0 with q_sample(x0, t, noise, alphas_cumprod); the model may return more channels than the image "
+      "(learned σ): keep the first C.",
+      "x_t = q_sample(...); eps = model(x_t, t, y)[:, :C]; the mean squared error between eps and noise over "
+      "all elements.")
+hints("diffusion.ddpm_step",
+      "Algorithm 2 of DDPM: remove the predicted noise, rescale by 1/√α_t, then add fresh noise, except at t = "
+      "0.",
+      "μ = (x_t − β_t/√(1 − ᾱ_t) · ε)/√α_t with α_t = 1 − β_t; the added noise has standard deviation √β_t.",
+      "beta, alpha_bar = betas[t], alphas_cumprod[t]; mean = (x_t − beta/√(1 − alpha_bar) · eps)/√(1 − beta); "
+      "return mean at t = 0, else mean + √beta · noise.")
+hints("diffusion.ddim_step",
+      "First estimate x̂0 from x_t and ε, then move it to t_prev; t_prev = −1 means ᾱ_prev = 1 (the clean "
+      "image).",
+      "x̂0 = (x_t − √(1 − ᾱ_t) ε)/√ᾱ_t; with clip, clamp x̂0 to [−1, 1] and re-derive ε from the clamped x̂0; σ "
+      "= η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev).",
+      "x_prev = √ᾱ_prev x̂0 + √(1 − ᾱ_prev − σ²) ε, plus σ · noise when σ > 0; ε after clipping is (x_t − √ᾱ_t "
+      "x̂0)/√(1 − ᾱ_t).")
+hints("diffusion.cfg_eps",
+      "Guidance extrapolates from the unconditional prediction towards the conditional one: w = 0 and w = 1 are "
+      "the two predictions themselves.",
+      "ε̂ = ε_uncond + w (ε_cond − ε_uncond).")

@@ -10,6 +10,7 @@ import torch
 
 from course.grader.checks.kit import (check_denoiser, compare_forward, exercise, expect, expect_close, expect_tensor,
                                mistake, mistake_edit, mistakes, patched, random_pair, seeded, wrong_outputs)
+from course.grader.checks.kit import hints
 from course.grader.exercises import reference_module
 
 
@@ -52,9 +53,7 @@ def check_modulate(impl, ref):
         want = ref.modulate(x, shift, scale)
         got = impl.modulate(*inputs)
         expect_close(got, want, what=f"modulate on x of shape {(B, N, D)}",
-                     mistakes=wrong_outputs("dit.modulate", x, shift, scale),
-                     hint="x · (1 + scale[:, None]) + shift[:, None]: one (shift, scale) per image, the same for all "
-                          "of its N tokens.")
+                     mistakes=wrong_outputs("dit.modulate", x, shift, scale))
         got.sum().backward()
         s = scale[:, None]
         for name, v, g in zip(("x", "shift", "scale"), inputs, ((1 + s).expand_as(x), torch.full((B, D), float(N)),
@@ -247,10 +246,7 @@ def check_dit_block(impl, ref):
         with seeded(20 + i):
             x, c = torch.randn(B, N, D), torch.randn(B, D)
         compare_forward(mine, block, (x, c), exercise="dit.DiTBlock.forward",
-                        what=f"DiTBlock(D={D}, heads={heads}) on x {(B, N, D)}",
-                        hint="chunk adaLN_modulation(c) into 6 in the order shift_msa, scale_msa, gate_msa, "
-                             "shift_mlp, scale_mlp, gate_mlp; then x + gate_msa[:, None] · attn(modulate(norm1(x), "
-                             "shift_msa, scale_msa)), and the same with norm2, mlp and the *_mlp vectors.")
+                        what=f"DiTBlock(D={D}, heads={heads}) on x {(B, N, D)}")
     return ("matches the reference on random weights, forward and backward (atol 1e-5), for (B, N, D) = (2, 5, 32), "
             "(1, 1, 16), (3, 16, 24).")
 
@@ -284,9 +280,7 @@ def check_final_layer(impl, ref):
         with seeded(40 + i):
             x, c = torch.randn(B, N, D), torch.randn(B, D)
         compare_forward(mine, layer, (x, c), exercise="dit.FinalLayer.forward",
-                        what=f"FinalLayer(D={D}, p={p}, C_out={C}) on x {(B, N, D)}",
-                        hint="shift, scale = adaLN_modulation(c).chunk(2, dim=1); "
-                             "linear(modulate(norm_final(x), shift, scale)).")
+                        what=f"FinalLayer(D={D}, p={p}, C_out={C}) on x {(B, N, D)}")
     return "matches the reference on random weights, forward and backward (atol 1e-5), three shapes incl. batch 1."
 
 
@@ -414,8 +408,7 @@ def check_initialize_weights(impl, ref):
         pos = ref.get_2d_sincos_pos_embed(D, grid).unsqueeze(0)
         expect(not model.pos_embed.requires_grad, "`pos_embed` should stay a fixed (requires_grad=False) parameter.")
         expect_close(model.pos_embed.data, pos, what="`pos_embed` after initialize_weights", atol=1e-6,
-                     mistakes=_pos_embeds_of_mistakes(ref, cfg),
-                     hint=f"copy get_2d_sincos_pos_embed(D, {grid}) into pos_embed.data, as shape (1, N, D).")
+                     mistakes=_pos_embeds_of_mistakes(ref, cfg))
         zero_why = " (adaLN-Zero: every gate starts at 0, so every block starts as the identity)"
         for i, block in enumerate(model.blocks):
             _expect_zero(f"blocks.{i}.adaLN_modulation.1.weight", block.adaLN_modulation[-1].weight, zero_why)
@@ -551,14 +544,12 @@ def check_dit_forward(impl, ref):
         expect(torch.equal(first, second), "in eval mode DiT's output changes from call to call: are labels dropped "
                                            "at evaluation? Hint: y_embedder(y, self.training).")
         what = f"DiT (eval mode, {cfg['input_size']}×{cfg['input_size']}×{C}, patch {cfg['patch_size']})"
-        hint = ("x_embedder(x) + pos_embed; c = t_embedder(t) + y_embedder(y, self.training); every block(x, c); "
-                "final_layer(x, c); unpatchify.")
         # y is required (DiT has no y=None): the null class is the label num_classes itself.
         check_denoiser(mine, model, x, t, y, exercise="dit.DiT.forward", num_classes=cfg["num_classes"], what=what,
-                       hint=hint, null_label=False)
+                       null_label=False)
         mine.train(), model.train()
         compare_forward(mine, model, (x, t, y), exercise="dit.DiT.forward", what=what.replace("eval", "training"),
-                        seed=90 + k, hint=hint)
+                        seed=90 + k)
     return ("matches the reference on random weights in eval and training mode (same label dropout), forward and "
             "backward (atol 1e-5), for 8×8×1 patch 2, 8×8×3 patch 4 (batch 1, learned σ) and 6×6×2 patch 3; the "
             "output depends on t and y.")
@@ -636,9 +627,50 @@ def check_forward_with_cfg(impl, ref):
                 got = mine.forward_with_cfg(x.clone(), t.clone(), y.clone(), s)
             expect_close(got, want, what=f"forward_with_cfg (cfg_scale={s}, batch {2 * half}, {C} channels"
                                          f"{', learned Σ' if cfg['learn_sigma'] else ''})",
-                         mistakes=wrong_outputs("dit.DiT.forward_with_cfg", x, t, y, s, self=model),
-                         hint="run torch.cat([x[:B//2], x[:B//2]]) with t and y as given; split the first "
-                              "in_channels output channels into ε_c (first half) and ε_u (second half); "
-                              "ε = ε_u + s(ε_c − ε_u), repeated for both halves; the remaining channels unchanged.")
+                         mistakes=wrong_outputs("dit.DiT.forward_with_cfg", x, t, y, s, self=model))
     return ("ε_u + s(ε_c − ε_u) on all noise channels from the first half of the batch, Σ channels unguided, "
             "s = 1, 1.5, 4, batch 6 and 2.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hints on request (`hint("name")`, `python -m course hint name`): level 1 a nudge, the only one a failed check
+# quotes; the last close to the recipe.
+# ---------------------------------------------------------------------------------------------------------------
+hints("dit.modulate",
+      "One (shift, scale) per image, the same for all of its N tokens; adaLN keeps the identity at scale 0.",
+      "x · (1 + scale) + shift, with shift and scale broadcast over the token axis.")
+hints("dit.LabelEmbedder.token_drop",
+      "Dropped labels become the null class `num_classes`; force_drop_ids (1 = drop) overrides the random draw; "
+      "without training or dropout nothing changes.",
+      "Random drops: torch.rand(B, device=labels.device) < dropout_prob, drawn only when train and dropout_prob "
+      "> 0.",
+      "torch.where(drop_ids, torch.full_like(labels, num_classes), labels).")
+hints("dit.DiTBlock.forward",
+      "adaLN-Zero: c regresses six vectors (shift, scale, gate for attention, then for the MLP); each sub-layer "
+      "reads modulate(norm(x)) and its output is gated before the residual sum.",
+      "adaLN_modulation(c).chunk(6, dim=1) in the order shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, "
+      "gate_mlp; gates broadcast over the tokens.",
+      "x = x + gate_msa[:, None] · attn(modulate(norm1(x), shift_msa, scale_msa)); the same with norm2, mlp and "
+      "the *_mlp vectors.")
+hints("dit.FinalLayer.forward",
+      "Like a DiT block's modulation, with two vectors only (shift, scale) and no gate, then the linear "
+      "decoder.",
+      "shift, scale = adaLN_modulation(c).chunk(2, dim=1); linear(modulate(norm_final(x), shift, scale)).")
+hints("dit.DiT.initialize_weights",
+      "The official recipe: xavier-uniform Linears (zero bias), the fixed 2D sin-cos pos_embed, the patch conv "
+      "as a Linear, small normal tables, and zeros wherever adaLN-Zero needs the identity at the start.",
+      "pos_embed.data.copy_(get_2d_sincos_pos_embed(D, grid)[None]); xavier on x_embedder.proj.weight viewed as "
+      "(D, C·p·p); N(0, 0.02) on the label table and the two time-MLP Linears.",
+      "zero every block's adaLN_modulation[-1] (weight and bias), the final layer's adaLN_modulation[-1] and "
+      "its linear.")
+hints("dit.DiT.forward",
+      "Patch tokens plus positions; one conditioning vector c = time + label, given to every block and to the "
+      "final layer; label dropout follows the training mode.",
+      "x_embedder(x) + pos_embed; c = t_embedder(t) + y_embedder(y, self.training).",
+      "every block(x, c); final_layer(x, c); self.unpatchify(x).")
+hints("dit.DiT.forward_with_cfg",
+      "The batch's first half is conditional, the second half the same images with the null label: guide the "
+      "noise channels only, and give both halves the guided ε.",
+      "Run forward on cat([x[:B/2], x[:B/2]]) with t and y as given; the first in_channels output channels are "
+      "ε; split them into ε_c (first half) and ε_u (second half).",
+      "ε = ε_u + s(ε_c − ε_u), repeated for both halves; the remaining channels (learned σ) unchanged.")

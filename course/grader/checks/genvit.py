@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from course.grader.checks.kit import (compare_forward, exercise, expect, expect_close, mistake, random_pair, seeded,
                                wrong_outputs)
+from course.grader.checks.kit import hints
 from course.grader.exercises import reference_module
 
 
@@ -129,10 +130,7 @@ def check_GenViT_forward(impl, ref):
             x = torch.randn(B, config["in_channels"], config["img_size"], config["img_size"])
             t = torch.randint(0, 1000, (B,))
         what = f"GenViT(patch {config['patch_size']}, D {config['dim']}) on {tuple(x.shape)}"
-        compare_forward(mine, theirs, (x, t), exercise="genvit.GenViT.forward", what=what, atol=1e-4,
-                        hint="tokens = [CLS, patch_embed(patchify(x))] + pos; per block: scale, shift = "
-                             "time_layer(time_mlp(t)) as (B, 2(N+1), 1) chunked; x = x·(1+scale)+shift; "
-                             "x += attn(norm1 x); (again with ffn_time); x += mlp(norm2 x); recon_head(x[:, 1:]).")
+        compare_forward(mine, theirs, (x, t), exercise="genvit.GenViT.forward", what=what, atol=1e-4)
         compare_forward(mine, theirs, (x, None), exercise="genvit.GenViT.forward", atol=1e-4,
                         what=f"{what} with t=None and return_tokens=True", kwargs={"return_tokens": True},
                         hint="t=None skips the time modulation entirely; return_tokens returns the (B, N+1, D) "
@@ -182,8 +180,7 @@ def check_HybViT_classify(impl, ref):
         with seeded(520 + i):
             x = torch.randn(B, config["in_channels"], 8, 8)
         compare_forward(mine, theirs, (x,), method="classify", exercise="genvit.HybViT.classify", atol=1e-4,
-                        what=f"HybViT.classify ({config['num_classes']} classes) on {tuple(x.shape)}",
-                        hint="mlp_head(GenViT.forward(self, x, None, return_tokens=True)[:, 0]).")
+                        what=f"HybViT.classify ({config['num_classes']} classes) on {tuple(x.shape)}")
     return ("logits and gradients match for 10 and 3 classes, batch 1; no timestep, the CLS token, LayerNorm → "
             "Linear (atol 1e-4).")
 
@@ -211,7 +208,7 @@ def check_HybViT_denoise(impl, ref):
             x = torch.randn(B, 1, 8, 8)
             t = torch.randint(0, 1000, (B,))
         compare_forward(mine, theirs, (x, t), method="denoise", exercise="genvit.HybViT.denoise", atol=1e-4,
-                        what=f"HybViT.denoise on {tuple(x.shape)}", hint="GenViT.forward(self, x_t, t).")
+                        what=f"HybViT.denoise on {tuple(x.shape)}")
         mine.zero_grad()
         theirs.zero_grad()
     return "ε̂ and gradients match the reference's GenViT forward pass with the raw timestep (batch 2 and 1)."
@@ -299,9 +296,7 @@ def check_hybrid_loss(impl, ref):
         with seeded(720):
             got = impl.hybrid_loss(a, *args, **kwargs)
         expect_close(got, want, what=f"hybrid_loss {what}", atol=1e-5, rtol=1e-5,
-                     mistakes=wrong_outputs("genvit.hybrid_loss", b, *args, seed=720, **kwargs),
-                     hint="px · L1(model.denoise(q_sample(x0, t, noise), t), noise) + pyx · cross_entropy("
-                          "model.classify(x_cls), y_cls, label_smoothing=...).")
+                     mistakes=wrong_outputs("genvit.hybrid_loss", b, *args, seed=720, **kwargs))
         want.backward()
         got.backward()
         for (name, p), (_, q) in zip(b.named_parameters(), a.named_parameters()):
@@ -320,3 +315,29 @@ def check_hybrid_loss(impl, ref):
                  hint="px = 0 trains the classifier only: compute only the cross-entropy.")
     return ("the loss and every parameter's gradient match for the official weights, other weights with L2, no "
             "label smoothing; a term with weight 0 is skipped (pyx=0 without x_cls, px=0 without x0).")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hints on request (`hint("name")`, `python -m course hint name`): level 1 a nudge, the only one a failed check
+# quotes; the last close to the recipe.
+# ---------------------------------------------------------------------------------------------------------------
+hints("genvit.GenViT.forward",
+      "GenViT's time modulation is per token: time_layer gives one scale and one shift for each of the N + 1 "
+      "tokens, broadcast over the D channels, applied to the residual stream before each sub-block.",
+      "Tokens [CLS, patch_embed(patchify(x))] + pos_embedding; temb = time_mlp(t) (none when t is None); per "
+      "block scale, shift = time_layer(temb) split in two (scale first), each (B, N+1, 1).",
+      "h = h · (1 + scale) + shift; h = h + attn(norm1(h)); again the modulation when ffn_time; h = h + "
+      "mlp(norm2(h)); return_tokens returns h, else recon_head on h[:, 1:] and unpatchify.")
+hints("genvit.HybViT.classify",
+      "The classifier runs the shared network without a timestep and reads one token.",
+      "GenViT.forward(self, x, None, return_tokens=True), then mlp_head on the CLS token (index 0).")
+hints("genvit.HybViT.denoise",
+      "The generative head is the shared network itself, run with the timestep as it is given.",
+      "GenViT.forward(self, x_t, t).")
+hints("genvit.hybrid_loss",
+      "Two batches, two terms: the diffusion term on noised x0 (L1 on ε by default), the cross-entropy on the "
+      "clean (x_cls, y_cls); a term whose weight is 0 is not computed.",
+      "x_t = q_sample(x0, t, noise, alphas_cumprod); the denoiser is model.denoise, the classifier "
+      "model.classify; label_smoothing goes to the cross-entropy.",
+      "px · L1(model.denoise(x_t, t), noise) + pyx · cross_entropy(model.classify(x_cls), y_cls, "
+      "label_smoothing=...).")

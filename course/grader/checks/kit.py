@@ -26,17 +26,117 @@ A complete small example, the check of `dit.modulate` (see `course/grader/checks
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
+import linecache
+import re
+import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from course.grader.grading import CheckFailed, exercise, registry
+from course.grader import grading
+from course.grader.grading import CheckFailed, registry
 
 __all__ = ["CheckFailed", "exercise", "expect", "expect_tensor", "expect_close", "describe", "seeded", "patched",
            "randomize", "build_pair", "random_pair", "compare_forward", "check_denoiser", "Mistake", "mistake",
-           "mistake_edit", "mistakes", "all_mistakes", "wrong_outputs"]
+           "mistake_edit", "mistakes", "all_mistakes", "wrong_outputs", "hints", "hint_levels", "first_hint",
+           "trace_calls", "first_difference"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checks and hints
+# ---------------------------------------------------------------------------------------------------------------
+_HINTS: dict[str, tuple[str, ...]] = {}
+_CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("course_exercise", default=None)
+
+
+def hints(exercise: str, *levels: str) -> None:
+    """Declare the hints of `exercise`, two or three levels: the first a nudge (what to look at; the only level a
+    failed check may quote), the last close to the recipe. The learner asks for them one at a time with
+    `hint("module.name")` or `python -m course hint module.name`."""
+    if not 2 <= len(levels) <= 3 or not all(isinstance(t, str) and t.strip() for t in levels):
+        raise ValueError(f"{exercise}: declare two or three non-empty hint levels")
+    if exercise in _HINTS:
+        raise ValueError(f"hints declared twice for {exercise}")
+    _HINTS[exercise] = tuple(t.strip() for t in levels)
+
+
+def hint_levels(exercise: str) -> tuple[str, ...]:
+    """The declared hint levels of `exercise` (its checks module is imported on the way)."""
+    registry()
+    return _HINTS.get(exercise, ())
+
+
+def first_hint(exercise: str | None = None) -> str:
+    """Level 1 of the hints of `exercise` (default: the exercise being checked now), with where to get more."""
+    name = exercise or _CURRENT.get()
+    levels = _HINTS.get(name, ()) if name else ()
+    if not levels:
+        return ""
+    return f"{levels[0]} (more: hint(\"{name}\"))"
+
+
+def exercise(name: str):
+    """Register a check (`@exercise("dit.modulate") def check_modulate(impl, ref): ...`).
+
+    While it runs, a failed comparison without a hint of its own quotes the first hint level of `name`, and an
+    exception raised in the learner's file is reported with the exercise, the line and the shapes it involved."""
+
+    def register(fn):
+        @functools.wraps(fn)
+        def check(impl, ref):
+            token = _CURRENT.set(name)
+            try:
+                return fn(impl, ref)
+            except CheckFailed:
+                raise
+            except Exception as e:  # noqa: BLE001 - the learner's exception, told in the course's words
+                message = _raised_in_learners_file(name, e, impl)
+                if message is None:
+                    raise
+                raise CheckFailed(message) from None
+            finally:
+                _CURRENT.reset(token)
+
+        grading.exercise(name)(check)
+        return fn
+
+    return register
+
+
+def _shapes_of(names: list[str], f_locals: dict) -> list[str]:
+    out = []
+    for n in dict.fromkeys(names):
+        v = f_locals.get(n)
+        if isinstance(v, torch.Tensor):
+            out.append(f"{n} {tuple(v.shape)}")
+        elif isinstance(v, (list, tuple)) and v and all(isinstance(a, torch.Tensor) for a in v):
+            shapes = ", ".join(str(tuple(a.shape)) for a in v[:4]) + (", ..." if len(v) > 4 else "")
+            out.append(f"{n} [{shapes}]")
+    return out
+
+
+def _raised_in_learners_file(name: str, e: Exception, impl) -> str | None:
+    """'your code raised X: ... at uvit.py line 12 `...` (x (2, 17, 32), skip (2, 16, 32))', or None when no
+    frame of the traceback is in the learner's file."""
+    where = getattr(impl, "__file__", None)
+    if not where:
+        return None
+    target = Path(where).resolve()
+    frames = [(f, line) for f, line in traceback.walk_tb(e.__traceback__)
+              if Path(f.f_code.co_filename).resolve() == target]
+    if not frames:
+        return None
+    frame, lineno = frames[-1]
+    code = linecache.getline(frame.f_code.co_filename, lineno).strip()
+    shapes = _shapes_of(re.findall(r"[A-Za-z_]\w*", code), frame.f_locals)
+    first = (str(e).strip().splitlines() or [""])[0][:240]
+    return (f"{name}: your code raised {type(e).__name__}: {first}, at {target.name} line {lineno}: `{code}`"
+            + (f"; there {', '.join(shapes)}" if shapes else "") + ".")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -181,6 +281,7 @@ def expect_close(got, want: torch.Tensor, *, what: str = "the output", atol: flo
     message = (f"{what} differs from the reference: largest difference {diff.max().item():.3g} at index {index} "
                f"(yours {yours:.6g}, expected {expected:.6g}; "
                f"tolerance atol={atol:g}, rtol={rtol:g}).")
+    hint = hint or first_hint()
     raise CheckFailed(message + (f" Hint: {hint}" if hint else ""))
 
 
@@ -210,6 +311,119 @@ def patched(obj, **attrs):
     finally:
         for name, value in old.items():
             setattr(obj, name, value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Locating a fault: the given submodules' inputs and outputs, step by step
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class Call:
+    """One call of a watched submodule: its name, the k-th call of it, its tensor arguments and its output."""
+
+    name: str
+    index: int
+    args: dict
+    output: object
+
+
+def _tensors(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_tensors(v) for v in value)
+    return value
+
+
+def trace_calls(model: nn.Module, names, inputs: tuple, *, method: str = "forward", seed: int = 0,
+                kwargs: dict | None = None) -> tuple[list[Call], BaseException | None]:
+    """Run `method` of `model` once (no grad, seeded) with forward hooks on the submodules `names` (as in
+    `named_modules()`; a name missing from the model is skipped) and record every call in order. Returns the calls
+    and the exception the run raised, if any."""
+    modules = dict(model.named_modules())
+    calls: list[Call] = []
+    counts: dict[str, int] = {}
+    handles = []
+
+    def watch(name, module):
+        import inspect
+
+        try:
+            params = list(inspect.signature(module.forward).parameters)
+        except (TypeError, ValueError):
+            params = []
+
+        def hook(mod, args, kw, out):
+            named = {(params[i] if i < len(params) else f"argument {i}"): _tensors(a) for i, a in enumerate(args)}
+            named.update({k: _tensors(v) for k, v in kw.items()})
+            calls.append(Call(name, counts.get(name, 0), named, _tensors(out)))
+            counts[name] = counts.get(name, 0) + 1
+
+        return module.register_forward_hook(hook, with_kwargs=True)
+
+    for name in names:
+        if name in modules:
+            handles.append(watch(name, modules[name]))
+    error = None
+    try:
+        copies = tuple(x.detach().clone() if isinstance(x, torch.Tensor) else x for x in inputs)
+        with torch.no_grad(), seeded(seed):
+            getattr(model, method)(*copies, **(kwargs or {}))
+    except Exception as e:  # noqa: BLE001 - the calls recorded before it still locate the fault
+        error = e
+    finally:
+        for h in handles:
+            h.remove()
+    return calls, error
+
+
+def _same(a, b, atol: float, rtol: float) -> bool:
+    if isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and _close(a, b, atol, rtol)
+    if isinstance(b, (list, tuple)):
+        return isinstance(a, (list, tuple)) and len(a) == len(b) and all(_same(x, y, atol, rtol) for x, y in zip(a, b))
+    return not isinstance(a, torch.Tensor)
+
+
+def first_difference(mine: nn.Module, ref: nn.Module, inputs: tuple, steps: dict[str, str], *,
+                     method: str = "forward", seed: int = 0, kwargs: dict | None = None, atol: float = 1e-5,
+                     rtol: float = 1e-4) -> str | None:
+    """Where the learner's run first departs from the reference's: hooks on the given submodules `steps` (name ->
+    what to look at when that step's input differs) record both runs, compared call by call in the reference's order.
+    Returns a sentence ("the first step that differs: the input of `attn` ...: look at ...") or None when every
+    watched call agrees (the fault is after the last one) or nothing could be traced."""
+    want, error = trace_calls(ref, list(steps), inputs, method=method, seed=seed, kwargs=kwargs)
+    if error is not None or not want:
+        return None
+    got, _ = trace_calls(mine, list(steps), inputs, method=method, seed=seed, kwargs=kwargs)
+    by_key = {(c.name, c.index): c for c in got}
+    total = {}
+    for c in want:
+        total[c.name] = total.get(c.name, 0) + 1
+
+    def label(c: Call) -> str:
+        return f"`{c.name}`" + (f" (call {c.index + 1} of {total[c.name]})" if total[c.name] > 1 else "")
+
+    for c in want:
+        advice = steps[c.name]
+        mine_call = by_key.get((c.name, c.index))
+        if mine_call is None:
+            times = "never called" if c.index == 0 else f"called only {c.index} time(s)"
+            return f"The first step that differs: {label(c)} is {times} in your code; the reference calls it " \
+                   f"here. Look at {advice}."
+        for arg, value in c.args.items():
+            if arg in mine_call.args and not _same(mine_call.args[arg], value, atol, rtol):
+                what = "input" if len(c.args) == 1 else f"`{arg}` argument"
+                return f"The first step that differs: the {what} of {label(c)}. Look at {advice}."
+            if arg not in mine_call.args and isinstance(value, torch.Tensor):
+                return f"The first step that differs: {label(c)} gets no `{arg}`. Look at {advice}."
+        if not _same(mine_call.output, c.output, atol, rtol):
+            return f"The first step that differs: the output of {label(c)} (its inputs match: is it called with " \
+                   f"other arguments?). Look at {advice}."
+    extra = [c for c in got if c.index >= total.get(c.name, 0)]
+    if extra:
+        return f"The first step that differs: your code calls `{extra[0].name}` more often than the reference " \
+               f"({total.get(extra[0].name, 0)} time(s)). Look at {steps[extra[0].name]}."
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -265,10 +479,12 @@ def random_pair(impl_cls, ref_cls, *args, seed: int = 0, std: float = 0.3, norms
 def compare_forward(mine: nn.Module, ref: nn.Module, inputs: tuple, *, exercise: str | None = None,
                     method: str = "forward", what: str = "the output", atol: float = 1e-5, rtol: float = 1e-4,
                     grads: bool = True, seed: int = 0, hint: str = "", mistakes: dict | None = None,
-                    kwargs: dict | None = None):
+                    kwargs: dict | None = None, steps: dict[str, str] | None = None):
     """Run `method` of both modules on copies of `inputs` (same seed) and compare the outputs, then the gradients of
     the floating-point inputs and of every parameter for one random cotangent. With `exercise`, the declared
     mistakes of that exercise are run as methods of the reference on the same inputs, to be named when matched.
+    With `steps` (submodule name -> what to look at), an output that differs and matches no declared mistake is
+    traced through those submodules to name the first step that differs (`first_difference`).
     Returns the reference output."""
     kwargs = kwargs or {}
 
@@ -288,7 +504,18 @@ def compare_forward(mine: nn.Module, ref: nn.Module, inputs: tuple, *, exercise:
         if isinstance(b, torch.Tensor) and not torch.equal(a.detach(), b.detach()):
             raise CheckFailed(f"your {method} changed its input {i} in place; the caller still needs it. Hint: "
                               "compute into a new tensor (`x = x + ...`, not `x += ...` or `x[...] = ...`).")
-    expect_close(got, want, what=what, atol=atol, rtol=rtol, hint=hint, mistakes=known)
+    try:
+        expect_close(got, want, what=what, atol=atol, rtol=rtol, hint=hint, mistakes=known)
+    except CheckFailed as e:
+        where = None
+        if steps and "common mistake" not in str(e) and isinstance(got, torch.Tensor) and got.shape == want.shape:
+            where = first_difference(mine, ref, inputs, steps, method=method, seed=seed, kwargs=kwargs, atol=atol,
+                                     rtol=rtol)
+        if where is None:
+            raise
+        message = str(e).split(" Hint: ")[0]
+        more = f" (more: hint(\"{_CURRENT.get()}\"))" if _CURRENT.get() in _HINTS else ""
+        raise CheckFailed(f"{message} {where}{more}") from None
     if not grads:
         return want
     with seeded(seed + 1):

@@ -4,6 +4,7 @@ import math
 import torch
 
 from course.grader.checks.kit import exercise, expect, expect_close, expect_tensor, mistake, seeded, wrong_outputs
+from course.grader.checks.kit import hints
 
 
 def _gaussians(seed: int, shape=(3, 4, 2, 2)):
@@ -37,8 +38,7 @@ def check_reparameterize(impl, ref):
         args = [a.clone().requires_grad_() for a in (mean, logvar)]
         got = impl.reparameterize(*args, noise.clone())
         expect_close(got, ref.reparameterize(mean, logvar, noise), what=f"reparameterize on shape {shape}",
-                     mistakes=wrong_outputs("latent.reparameterize", mean, logvar, noise),
-                     hint="σ = exp(½ · logvar); z = μ + σ · ε.")
+                     mistakes=wrong_outputs("latent.reparameterize", mean, logvar, noise))
         got.sum().backward()
         expect(args[0].grad is not None and args[1].grad is not None,
                "no gradient reaches μ or log σ²: the sample must stay differentiable in both (that is the trick).")
@@ -90,8 +90,7 @@ def check_kl_loss(impl, ref):
         got = impl.kl_loss(mean, logvar)
         expect_tensor(got, shape=(), dtype=mean.dtype, what=f"kl_loss on latents of shape {shape}")
         expect_close(got, ref.kl_loss(mean, logvar), what=f"kl_loss on latents of shape {shape}", rtol=1e-5,
-                     mistakes=wrong_outputs("latent.kl_loss", mean, logvar),
-                     hint="½ (μ² + exp(logvar) − 1 − logvar), summed over C·h·w, averaged over the batch.")
+                     mistakes=wrong_outputs("latent.kl_loss", mean, logvar))
     zero = impl.kl_loss(torch.zeros(2, 4, 2, 2), torch.zeros(2, 4, 2, 2))
     expect(abs(float(zero)) < 1e-6, f"KL(N(0, 1) ‖ N(0, 1)) is 0; your kl_loss gives {float(zero):.4g}.")
     return "½ Σ(μ² + σ² − 1 − log σ²) per image, mean over the batch, three shapes, and 0 for N(0, I)."
@@ -137,3 +136,19 @@ def check_latent_scale(impl, ref):
                f"{got:.6g}. Hint: one scale for all channels, 1 / std over every element.")
         expect(abs((z * got).std().item() - 1) < 1e-3, "the scaled latents z · s should have unit variance.")
     return "1 / std over every element, as a float: scaled latents get unit variance (three data sets)."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hints on request (`hint("name")`, `python -m course hint name`): level 1 a nudge, the only one a failed check
+# quotes; the last close to the recipe.
+# ---------------------------------------------------------------------------------------------------------------
+hints("latent.reparameterize",
+      "The encoder predicts log σ², not σ: a sample is μ plus σ times standard normal noise (drawn when none is "
+      "given).",
+      "σ = exp(½ · logvar); z = μ + σ · ε, with ε = torch.randn_like(mean) when noise is None.")
+hints("latent.kl_loss",
+      "The KL of N(μ, σ²) from N(0, 1), summed over each image's latent values and averaged over the batch.",
+      "Per element ½ (μ² + exp(logvar) − 1 − logvar); flatten(1).sum(1).mean().")
+hints("latent.latent_scale",
+      "The diffusion model should see latents of unit standard deviation: the scale multiplies the latents.",
+      "1 / latents.std() over every element, as a Python float.")

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from course.grader.checks.kit import (compare_forward, exercise, expect, expect_close, mistake, random_pair, seeded,
                                wrong_outputs)
+from course.grader.checks.kit import hints
 from course.grader.exercises import reference_module
 
 
@@ -69,8 +70,6 @@ def check_timestep_embedding(impl, ref):
     cases = [((t, 256), "dim=256"), ((t, 16), "dim=16"), ((t, 7), "dim=7"), ((t, 2), "dim=2"),
              ((torch.tensor([500]), 64), "batch 1"),
              ((torch.tensor([0.5, 12.25, 999.9]), 32), "fractional timesteps (a float tensor)")]
-    hint = ("half = dim // 2, freqs_i = exp(−ln(max_period) · i / half), then [cos(t·freqs), sin(t·freqs)]; an odd "
-            "dim gets one zero column at the end; convert t to float before multiplying.")
     for args, what in cases:
         got = impl.timestep_embedding(*args)
         dim = args[1]
@@ -78,7 +77,7 @@ def check_timestep_embedding(impl, ref):
                f"timestep_embedding(t, dim={dim}) has {dim - 1} columns: for an odd dim, the zero column at the end "
                "is missing. Hint: torch.cat([embedding, torch.zeros_like(embedding[:, :1])], dim=-1).")
         expect_close(got, ref.timestep_embedding(*args), what=f"timestep_embedding(t, dim={dim}), {what}",
-                     atol=2e-4, rtol=0, mistakes=wrong_outputs("layers.timestep_embedding", *args), hint=hint)
+                     atol=2e-4, rtol=0, mistakes=wrong_outputs("layers.timestep_embedding", *args))
     expect_close(impl.timestep_embedding(t, 32, max_period=100.0), ref.timestep_embedding(t, 32, max_period=100.0),
                  what="timestep_embedding(t, 32, max_period=100)", atol=2e-4, rtol=0,
                  mistakes=wrong_outputs("layers.timestep_embedding", t, 32, max_period=100.0),
@@ -133,9 +132,7 @@ def check_get_2d_sincos_pos_embed(impl, ref):
     for D, grid in ((8, (2, 3)), (16, 4), (32, (3, 5)), (64, (4, 2)), (8, 1)):
         expect_close(impl.get_2d_sincos_pos_embed(D, grid), ref.get_2d_sincos_pos_embed(D, grid),
                      what=f"get_2d_sincos_pos_embed({D}, {grid})", atol=1e-5,
-                     mistakes=wrong_outputs("layers.get_2d_sincos_pos_embed", D, grid),
-                     hint="token k = r·w + c sits at row r, column c; its first D/2 channels are the 1D sin-cos "
-                          "embedding (sin first) of c, the last D/2 that of r; float32.")
+                     mistakes=wrong_outputs("layers.get_2d_sincos_pos_embed", D, grid))
     return "sin-first 1D embeddings of the column then the row index, row-major tokens, on square and h ≠ w grids."
 
 
@@ -180,9 +177,7 @@ def check_patchify(impl, ref):
     cases.append((torch.arange(2 * 4 * 4, dtype=torch.float64).reshape(1, 2, 4, 4), 2))
     for x, p in cases:
         expect_close(impl.patchify(x, p), ref.patchify(x, p), what=f"patchify of {tuple(x.shape)} {x.dtype} with "
-                     f"p = {p}", atol=0, rtol=0, mistakes=wrong_outputs("layers.patchify", x, p),
-                     hint="reshape to (B, C, H/p, p, W/p, p), move the axes to (B, H/p, W/p, p, p, C), then flatten "
-                          "to (B, (H/p)·(W/p), p·p·C).")
+                     f"p = {p}", atol=0, rtol=0, mistakes=wrong_outputs("layers.patchify", x, p))
     return "exact on 5 shapes (batch 1, C = 1, 2, 3, non-square, p = 1, 2, 3, 4) and float64; order (p, q, c)."
 
 
@@ -222,9 +217,7 @@ def check_unpatchify(impl, ref):
         args = (x, p, grid) if grid else (x, p)
         what = f"unpatchify of {tuple(x.shape)} with p = {p}" + (f", grid {grid}" if grid else "")
         expect_close(impl.unpatchify(*args), ref.unpatchify(*args), what=what, atol=0, rtol=0,
-                     mistakes=wrong_outputs("layers.unpatchify", *args),
-                     hint="reshape to (B, h, w, p, p, C), move the axes to (B, C, h, p, w, p), then reshape to "
-                          "(B, C, h·p, w·p); the grid (h, w) is square when not given.")
+                     mistakes=wrong_outputs("layers.unpatchify", *args))
     with seeded(12):
         img = torch.randn(2, 3, 6, 10)
     back = impl.unpatchify(ref.patchify(img, 2), 2, (3, 5))
@@ -283,9 +276,7 @@ def check_attention(impl, ref):
                f"{what}: the output is detached from q, k and v (no gradient flows back). Hint: no `.detach()`, "
                "`torch.no_grad()` or `.data` in attention.")
         compare_forward(_Function(impl.attention), _Function(F.scaled_dot_product_attention), (q, k, v), what=what,
-                        atol=1e-5, rtol=1e-4, seed=14 + i, mistakes=wrong_outputs("layers.attention", q, k, v),
-                        hint="softmax(Q Kᵀ / √d) V: scores (..., N, N) from q @ k.transpose(-2, -1), divided by √d "
-                             "with d = q.shape[-1], softmax over the last dimension (the keys).")
+                        atol=1e-5, rtol=1e-4, seed=14 + i, mistakes=wrong_outputs("layers.attention", q, k, v))
     with seeded(17):
         q = torch.randn(2, 3, 4, dtype=torch.float64)
     expect_close(impl.attention(q, q, q), ref.attention(q, q, q), what="attention in float64", atol=1e-10)
@@ -337,9 +328,49 @@ def check_Attention_forward(impl, ref):
         with seeded(15):
             x = torch.randn(*shape, dim)
         compare_forward(mine, theirs, (x,), exercise="layers.Attention.forward",
-                        what=f"Attention(dim={dim}, heads={heads}, fused={fused}) on {tuple(x.shape)}",
-                        hint="q, k, v = self.qkv_heads(x) -> (B, H, N, d) each; attend per head (`attention` when "
-                             "not self.fused); out.transpose(1, 2).reshape(B, N, D); then self.proj.")
+                        what=f"Attention(dim={dim}, heads={heads}, fused={fused}) on {tuple(x.shape)}")
         notes.append(f"{heads}h{'' if fused else '/manual'}")
     return ("outputs and gradients match for " + ", ".join(notes) + " (fused and hand-written paths, batch 1, "
             "one token; atol 1e-5).")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hints on request (`hint("name")`, `python -m course hint name`): level 1 a nudge, the only one a failed check
+# quotes; the last close to the recipe.
+# ---------------------------------------------------------------------------------------------------------------
+hints("layers.timestep_embedding",
+      "Half the channels are cosines, half sines, of t times D/2 geometrically spaced frequencies from 1 down "
+      "to 1/max_period; an odd dim gets one zero column at the end.",
+      "freqs_i = exp(−ln(max_period) · i / half) for i = 0 .. half−1 (half = dim // 2); args = t[:, "
+      "None].float() · freqs[None].",
+      "cat([cos(args), sin(args)], dim=-1), then a zero column when dim is odd; freqs on t's device.")
+hints("layers.get_2d_sincos_pos_embed",
+      "Token k = r·w + c of the row-major grid gets two 1D embeddings side by side: the column's first, then "
+      "the row's, each of width D/2.",
+      "Build row and column indices for every token (torch.meshgrid with indexing=\"ij\", flattened), and embed "
+      "each with the given 1D helper.",
+      "cat([get_1d_sincos_pos_embed(D/2, cols), get_1d_sincos_pos_embed(D/2, rows)], dim=1), as float32.")
+hints("layers.patchify",
+      "Patch (i, j) becomes token i·(W/p) + j, and its p·p·C numbers are ordered (row in patch, column in "
+      "patch, channel), the channel fastest.",
+      "Split H into (H/p, p) and W into (W/p, p) with one reshape, then move the axes to (B, H/p, W/p, p, p, "
+      "C).",
+      "reshape to (B, C, H/p, p, W/p, p), einsum \"nchpwq->nhwpqc\" (or permute(0, 2, 4, 3, 5, 1)), reshape to "
+      "(B, (H/p)·(W/p), p·p·C).")
+hints("layers.unpatchify",
+      "The exact inverse of patchify: each token's p·p·C numbers are (row in patch, column in patch, channel); "
+      "the grid (h, w) is square when not given.",
+      "C = D/(p·p); reshape to (B, h, w, p, p, C), then move the axes to (B, C, h, p, w, p).",
+      "reshape to (B, h, w, p, p, C), einsum \"nhwpqc->nchpwq\", reshape to (B, C, h·p, w·p).")
+hints("layers.attention",
+      "Scaled dot-product attention over the last two dimensions; any leading dimensions (batch, heads) just "
+      "come along.",
+      "Scores (..., N, N) = q @ kᵀ over the last two axes, divided by √d with d = q.shape[-1]; the softmax runs "
+      "over the keys.",
+      "(q @ k.transpose(-2, -1) / √d).softmax(dim=-1) @ v.")
+hints("layers.Attention.forward",
+      "The given `qkv_heads` already splits x into q, k, v per head; what is left is attending per head, "
+      "merging the heads back and projecting.",
+      "q, k, v are (B, H, N, d); use `attention` (or F.scaled_dot_product_attention when self.fused); the heads "
+      "go back next to each other in the channels.",
+      "out = attention(q, k, v); out.transpose(1, 2).reshape(B, N, D); self.proj(out).")

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from course.grader.checks.kit import check_denoiser, compare_forward, exercise, mistake, random_pair, seeded
+from course.grader.checks.kit import hints
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -67,8 +68,6 @@ def _(self, x, emb):
 
 @exercise("unet.ResBlock.forward")
 def check_ResBlock_forward(impl, ref):
-    hint = ("h = conv1(SiLU(norm1(x))); h = h + temb_proj(SiLU(emb))[:, :, None, None]; "
-            "h = conv2(dropout(SiLU(norm2(h)))); return nin_shortcut(x) + h.")
     cases = [(16, 16, 32, (2, 16, 4, 4)), (8, 16, 24, (1, 8, 3, 5)), (16, 8, 16, (3, 16, 6, 2))]
     for i, (c_in, c_out, emb_dim, shape) in enumerate(cases):
         mine, theirs = random_pair(impl.ResBlock, ref.ResBlock, c_in, c_out, emb_dim, dropout=0.1, seed=20 + i,
@@ -77,7 +76,7 @@ def check_ResBlock_forward(impl, ref):
         with seeded(40 + i):
             x, emb = torch.randn(*shape), torch.randn(shape[0], emb_dim)
         compare_forward(mine, theirs, (x, emb), exercise="unet.ResBlock.forward",
-                        what=f"ResBlock({c_in} → {c_out}) on {tuple(shape)} (eval mode)", hint=hint)
+                        what=f"ResBlock({c_in} → {c_out}) on {tuple(shape)} (eval mode)")
     # In training mode, dropout must sit where the reference has it (same seed, same mask).
     mine, theirs = random_pair(impl.ResBlock, ref.ResBlock, 8, 16, 16, dropout=0.5, seed=50, norms_only=True)
     mine.train(), theirs.train()
@@ -185,11 +184,26 @@ def check_UNet_forward(impl, ref):
             t = torch.randint(0, 1000, (shape[0],))
             y = torch.randint(0, ncls + 1, (shape[0],))
         check_denoiser(mine, theirs, x, t, y, exercise="unet.UNet.forward", num_classes=ncls,
-                       what=f"UNet(channels={channels}, num_res_blocks={nrb}) on {tuple(shape)}",
-                       hint="emb = self.embed(t, y); h = conv_in(x); per level: its ResBlocks, push h on the skips, "
-                            "downsample; mid_block1 → mid_attn → mid_block2; per level in reverse: "
-                            "h = cat([h, skips.pop()], dim=1), its ResBlocks, upsample; then "
-                            "conv_out(SiLU(norm_out(h))).")
+                       what=f"UNet(channels={channels}, num_res_blocks={nrb}) on {tuple(shape)}")
     return ("outputs and gradients match for 3 U-Nets (1 and 3 channels, 2 and 3 levels, 1 and 2 ResBlocks per "
             "level, non-square 6×10 and 4×12 inputs, batch 1; atol 1e-5); y=None is the null class; the output "
             "depends on t and y.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hints on request (`hint("name")`, `python -m course hint name`): level 1 a nudge, the only one a failed check
+# quotes; the last close to the recipe.
+# ---------------------------------------------------------------------------------------------------------------
+hints("unet.ResBlock.forward",
+      "Two norm → SiLU → conv stages; the time embedding is added between them, one value per channel; the "
+      "shortcut brings x to the output channels.",
+      "emb goes through SiLU and temb_proj to (B, out), broadcast over the pixels; dropout sits just before "
+      "conv2.",
+      "h = conv1(SiLU(norm1(x))); h = h + temb_proj(SiLU(emb))[:, :, None, None]; h = "
+      "conv2(dropout(SiLU(norm2(h)))); return nin_shortcut(x) + h.")
+hints("unet.UNet.forward",
+      "Down the U, keep each level's output; at the bottom, the middle blocks; up the U, each level first "
+      "concatenates the skip of its own resolution (last kept, first used).",
+      "emb = self.embed(t, y) feeds every ResBlock; down: a level's blocks, push h, downsample; middle: "
+      "mid_block1, mid_attn, mid_block2.",
+      "up: h = cat([h, skips.pop()], dim=1), the level's blocks, upsample; finally conv_out(SiLU(norm_out(h))).")

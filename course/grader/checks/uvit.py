@@ -8,6 +8,7 @@ import torch
 
 from course.grader.checks.kit import (CheckFailed, check_denoiser, compare_forward, exercise, mistake, mistakes,
                                random_pair, seeded)
+from course.grader.checks.kit import hints
 from course.grader.exercises import reference_module
 
 
@@ -79,9 +80,7 @@ def check_UViTBlock_forward(impl, ref):
         inputs = (x, s) if skip else (x,)
         kind = "an out-block (skip=True)" if skip else "a block without skip_linear"
         compare_forward(mine, theirs, inputs, exercise="uvit.UViTBlock.forward",
-                        what=f"UViTBlock(dim={dim}, heads={heads}), {kind}, on x {(B, L, dim)}",
-                        hint="if self.skip_linear is not None: x = skip_linear(cat([x, skip], dim=-1)); then "
-                             "x = x + attn(norm1(x)); x = x + mlp(norm2(x)).")
+                        what=f"UViTBlock(dim={dim}, heads={heads}), {kind}, on x {(B, L, dim)}")
     return ("outputs and gradients match with and without a long skip (batch 1 and a single token too; "
             "atol 1e-5).")
 
@@ -194,9 +193,28 @@ def check_UViT_forward(impl, ref):
                                                                         else "") + f") on {tuple(x.shape)}")
         _name_a_raise("uvit.UViT.forward", mine, theirs, (x, t, y), what)
         check_denoiser(mine, theirs, x, t, y, exercise="uvit.UViT.forward", num_classes=theirs.num_classes,
-                       what=what,
-                       hint="tokens [label_emb(y), time_embed(timestep_embedding(t, D)), patch_embed(x)] + "
-                            "pos_embed; in-blocks pushing their outputs, mid_block, out-blocks with skips.pop(); "
-                            "norm, decoder_pred, drop the first self.extras tokens, unpatchify, final_layer.")
+                       what=what)
     return ("outputs and gradients match for patch 1, 2 and 4, 1 and 3 channels, with and without labels, time MLP "
             "and output conv, batch 1 to 3; y=None is the null label; the output depends on t and y (atol 1e-5).")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hints on request (`hint("name")`, `python -m course hint name`): level 1 a nudge, the only one a failed check
+# quotes; the last close to the recipe.
+# ---------------------------------------------------------------------------------------------------------------
+hints("uvit.UViTBlock.forward",
+      "An out-block first fuses its long skip with the tokens (skip_linear on their concatenation), and from "
+      "then on it is an ordinary pre-norm ViT block on the fused tokens.",
+      "Concatenate along the channels, [x, skip] in that order, so that Linear(2D, D) applies; skip only when "
+      "the block has a skip_linear.",
+      "if self.skip_linear is not None: x = skip_linear(cat([x, skip], dim=-1)); then x = x + attn(norm1(x)); x "
+      "= x + mlp(norm2(x)).")
+hints("uvit.UViT.forward",
+      "Everything is a token: the label and time tokens go in front of the patch tokens, and the position "
+      "embedding covers all of them; the long skips pair in-blocks and out-blocks like a U (last in, first "
+      "out).",
+      "Tokens: [label_emb(y), time_embed(timestep_embedding(t, D)), patch_embed(x)] + pos_embed, y=None being "
+      "the null label; keep each in-block's output on a list; after the mid block each out-block takes the most "
+      "recent one.",
+      "norm, decoder_pred, drop the first self.extras tokens, unpatchify, final_layer (the conv works on the "
+      "image).")

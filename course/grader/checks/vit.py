@@ -4,6 +4,7 @@ import torch.nn as nn
 
 from course.grader.checks.kit import (check_denoiser, compare_forward, exercise, mistake, mistake_edit, random_pair,
                                       seeded)
+from course.grader.checks.kit import hints
 from course.grader.exercises import reference_module
 
 
@@ -48,8 +49,7 @@ def check_ViTBlock_forward(impl, ref):
         with seeded(120 + i):
             x = torch.randn(*shape, dim)
         compare_forward(mine, theirs, (x,), exercise="vit.ViTBlock.forward",
-                        what=f"ViTBlock(dim={dim}, heads={heads}) on {tuple(x.shape)}",
-                        hint="x = x + attn(norm1(x)); x = x + mlp(norm2(x)).")
+                        what=f"ViTBlock(dim={dim}, heads={heads}) on {tuple(x.shape)}")
     return "outputs and gradients match for 3 widths (batch 1, a single token, 16 tokens; atol 1e-5)."
 
 
@@ -136,8 +136,22 @@ def check_ViTDenoiser_forward(impl, ref):
             t = torch.randint(0, 1000, (shape[0],))
             y = torch.randint(0, ncls + 1, (shape[0],))
         check_denoiser(mine, theirs, x, t, y, exercise="vit.ViTDenoiser.forward", num_classes=ncls,
-                       what=f"ViTDenoiser(patch {p}, {c} channel(s)) on {tuple(shape)}",
-                       hint="tokens = x_embedder(x) + pos_embed_for(H/p, W/p); c = t_embedder(t) + y_embedder(y); "
-                            "tokens + c[:, None]; the blocks; head(norm(tokens)); unpatchify with grid (H/p, W/p).")
+                       what=f"ViTDenoiser(patch {p}, {c} channel(s)) on {tuple(shape)}")
     return ("outputs and gradients match for patch 2 and 4, 1 and 3 channels, batch 1, a 4×6 input (a 2×3 grid); "
             "y=None is the null class; the output depends on t and y (atol 1e-5).")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hints on request (`hint("name")`, `python -m course hint name`): level 1 a nudge, the only one a failed check
+# quotes; the last close to the recipe.
+# ---------------------------------------------------------------------------------------------------------------
+hints("vit.ViTBlock.forward",
+      "A pre-norm block: each sub-layer reads a normalised copy of x and adds its result back to x.",
+      "Two residual steps, attention first (norm1), then the MLP (norm2).",
+      "x = x + attn(norm1(x)); x = x + mlp(norm2(x)).")
+hints("vit.ViTDenoiser.forward",
+      "Tokens are the patch embeddings plus positions; the conditioning c = time + label is added to every "
+      "token; y=None is the null class; the head's tokens go back to an image of the input's grid.",
+      "tokens = x_embedder(x) + pos_embed_for(H/p, W/p); c = t_embedder(t) + y_embedder(y); tokens + c[:, "
+      "None].",
+      "the blocks; head(norm(tokens)); unpatchify with the grid (H/p, W/p).")
