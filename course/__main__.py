@@ -111,6 +111,7 @@ def class_summary(rows_by_submission: dict, names: list[str]) -> dict:
         failures = Counter(r.message[:160] for r in rows if not r.passed)
         common = failures.most_common(1)
         summary[name] = {"graded": len(rows), "passed": sum(r.passed for r in rows),
+                         "flagged": sum(bool(getattr(r, "flags", None)) for r in rows),
                          "pass_rate": round(sum(r.passed for r in rows) / len(rows), 4) if rows else None,
                          "common_failure": common[0][0] if common else "",
                          "common_failure_count": common[0][1] if common else 0}
@@ -143,12 +144,12 @@ def cmd_grade(args) -> int:
     lock = threading.Lock()
     with open(out, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["submission", "exercise", "passed", "points", "seconds", "message"])
+        writer.writerow(["submission", "exercise", "passed", "points", "seconds", "message", "flags"])
         f.flush()
         try:
             grader = Grader(names, timeout=args.timeout, memory_mb=args.memory_mb, jobs=args.jobs, extra=args.extra,
                             workdir=args.workdir, submission_timeout=args.submission_timeout,
-                            allow_processes=args.allow_processes)
+                            allow_processes=args.allow_processes, disk_mb=args.disk_mb)
             points = _points(args.points, grader.names)
             guard = (f"Landlock ABI {grader.landlock}" if grader.landlock else
                      "no Landlock on this system: files and processes are not fenced (see the README)")
@@ -159,7 +160,7 @@ def cmd_grade(args) -> int:
                 with lock:
                     for r in rows:
                         writer.writerow([clean_text(label, 300), r.exercise, r.passed, points[r.exercise] if r.passed
-                                         else 0.0, f"{r.seconds:.3f}", clean_text(r.message, 500)])
+                                         else 0.0, f"{r.seconds:.3f}", clean_text(r.message, 500), " ".join(r.flags)])
                     f.flush()
                     os.fsync(f.fileno())
                     done[label] = rows
@@ -173,8 +174,8 @@ def cmd_grade(args) -> int:
                         label = futures[future]
                         try:
                             rows = future.result()
-                        except GraderProblem as e:
-                            problems.append(f"{label}: {e}")
+                        except Exception as e:  # noqa: BLE001 - the grader failed on this submission: rows, exit 3
+                            problems.append(f"{label}: {type(e).__name__}: {e}")
                             rows = [Row(label, n, False, clean_text(f"not graded: {e}", 300)) for n in grader.names]
                         finish(label, rows)
                 except KeyboardInterrupt:
@@ -207,18 +208,24 @@ def cmd_grade(args) -> int:
                              "results": [{"exercise": r.exercise, "passed": r.passed,
                                           "points": points[r.exercise] if r.passed else 0.0,
                                           "seconds": round(r.seconds, 3), "message": r.message, "verified": r.verified,
-                                          "output": clean_text(r.output, 500)} for r in done[label]]}
+                                          "output": clean_text(r.output, 500), "flags": r.flags}
+                                         for r in done[label]],
+                             "flagged": sum(bool(r.flags) for r in done[label])}
                             for label in labels if label in done],
             "summary": summary,
             "grading": {"timeout": args.timeout, "memory_mb": args.memory_mb, "landlock": grader.landlock,
                         "unverified_checks": grader.unverified(), "problems": [clean_text(p, 500) for p in problems],
                         "interrupted": interrupted, "complete": len(done) == len(labels)},
         }
-        report_path.write_text(json.dumps(report, indent=1, ensure_ascii=False))
+        report_path.write_text(json.dumps(report, indent=1, ensure_ascii=False, allow_nan=False))
         print("\nclass summary (pass rate, commonest failure):")
         for name, s in summary.items():
             rate = "-" if s["pass_rate"] is None else f"{s['pass_rate']:.0%}"
             print(f"  {name:<34} {rate:>5}  {clean_text(s['common_failure'], 90)}")
+        flagged = {name: s["flagged"] for name, s in summary.items() if s["flagged"]}
+        if flagged:
+            print("copy flags (code that reads the reference or the grader, or equals the reference; see the CSV's "
+                  "flags column): " + ", ".join(f"{name} {n}" for name, n in flagged.items()))
         print(f"wrote {out} ({sum(len(r) for r in done.values())} rows) and {report_path}")
     for problem in problems:
         print(f"grader problem: {clean_text(problem, 500)}", file=sys.stderr)
@@ -315,6 +322,7 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", help="where the sandbox's temporary folders go (default: the system's)")
     p.add_argument("--allow-processes", action="store_true",
                    help="let the code under test start processes (they are still killed when its check ends)")
+    p.add_argument("--disk-mb", type=int, default=256, help="disk space allowed per check (default 256)")
     p.set_defaults(fn=cmd_grade)
     p = sub.add_parser("study", help="run a chapter's study of record (results/KEY.json), or list them (--status)")
     p.add_argument("keys", nargs="*", help="ch2, ch3, ... or all")

@@ -329,7 +329,81 @@ def _class(tmp: Path) -> tuple[dict, dict]:
     add("link_to_reference", files={"diffusion.py": SOLUTIONS_DIR / "diffusion.py"},
         expected={e: (False, "not a regular file") for e in everything})
     add("empty", files={}, expected={e: (False, "no diffusion.py") for e in everything})
+    # Forged results that are not plain tensors, and a forged time: refused or ignored, never a crashed grader.
+    forge_items = """
+        import torch
+        _save = torch.save
+        def save(obj, f, *args, **kwargs):
+            if isinstance(obj, dict) and "items" in obj:
+                obj = dict(obj, passed=True, seconds=float("nan"), items={items})
+            return _save(obj, f, *args, **kwargs)
+        torch.save = save
+        """
+    meta = "[torch.zeros(3, device='meta') for _ in obj['items']]"
+    add("forge_meta_tensors", _prefix(forge_items.format(items=meta)),
+        {e: (False, "not a dense CPU tensor") for e in everything})
+    add("forge_sparse_tensors", _prefix(forge_items.format(items="[torch.zeros(3).to_sparse() for _ in obj['items']]"),
+                                        WRONG), {e: (False, "") for e in everything})
+    add("forge_complex_and_huge", _prefix(forge_items.format(
+        items="[torch.zeros(1, dtype=torch.complex64) if i % 2 else torch.zeros(1).expand(1 << 40) "
+              "for i, _ in enumerate(obj['items'])]"), WRONG), {e: (False, "") for e in everything})
+    add("nan_seconds", _prefix(forge_items.format(items="obj['items']")))
+    # What a child may not reach: IPC that outlives it, memory outside RLIMIT_AS, the grader's /proc, capabilities.
+    add("ipc_proc_and_capabilities", _q("""
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        found = [name for name, call in (("shmget", lambda: libc.shmget(0, 4096, 0o1000 | 0o600)),
+                                         ("semget", lambda: libc.semget(0, 1, 0o1000 | 0o600)),
+                                         ("msgget", lambda: libc.msgget(0, 0o1000 | 0o600)),
+                                         ("mq_open", lambda: libc.mq_open(b"/course-test", 0o100 | 2, 0o600, None)))
+                 if call() >= 0]
+        try:
+            os.memfd_create("x")
+            found.append("memfd_create")
+        except (OSError, AttributeError):
+            pass
+        for pid in [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]:
+            for what in ("environ", "maps"):
+                try:
+                    with open(f"/proc/{pid}/{what}", "rb") as f:
+                        found += [f"{what} of {pid}"] if f.read(64) else []
+                except OSError:
+                    pass
+        caps = [line.split()[1] for line in open("/proc/self/status") if line.startswith(("CapEff", "CapPrm"))]
+        found += [f"capabilities {caps}"] if any(int(c, 16) for c in caps) else []
+        if found:
+            raise ValueError("allowed: " + ", ".join(found[:6]))
+        """ + Q_SAMPLE_BODY.strip()))
+    add("fills_its_disk", _q("""
+        import itertools
+        for i in itertools.count():
+            with open(f"fill-{i}.bin", "wb") as f:
+                f.write(bytes(8 << 20))
+        """), {"diffusion.q_sample": (False, "MB on disk")})
+    # The reference reached from the child: still passes (see the README), but flagged for the instructor.
+    add("imports_reference", "from solutions.diffusion import *  # noqa\n")
+    add("walks_frames", _q("""
+        import sys
+        frame = sys._getframe(1)
+        while "ref" not in frame.f_locals:
+            frame = frame.f_back
+        return frame.f_locals["ref"].q_sample(x0, t, noise, alphas_cumprod)
+        """))
+    add("searches_gc", _q("""
+        import gc
+        mods = [o for o in gc.get_objects() if type(o).__name__ == "module" and "q_sample" in vars(o)
+                and "solutions" in str(getattr(o, "__file__", ""))]
+        return mods[0].q_sample(x0, t, noise, alphas_cumprod)
+        """))
     return subs, expect
+
+
+# {submission: {exercise: the copy flags its row must carry}}; the rows not named carry none
+FLAGGED = {"correct": {e: ["same-as-reference"] for e in ("diffusion.q_sample", "diffusion.cosine_betas")},
+           "imports_reference": {e: ["imports-reference"] for e in DIFFUSION},
+           "walks_frames": {"diffusion.q_sample": ["introspection"]},
+           "searches_gc": {"diffusion.q_sample": ["imports-reference", "introspection"]},
+           "correct_written_differently": {e: [] for e in ("diffusion.q_sample", "diffusion.cfg_eps")}}
 
 
 def _write(tmp: Path, subs: dict) -> list[str]:
@@ -365,6 +439,21 @@ def _fingerprint(paths) -> dict:
     return out
 
 
+def _ipc_objects() -> list[str]:
+    """SysV IPC objects and POSIX message queues on this machine (none may be left by grading)."""
+    found = []
+    for kind in ("shm", "sem", "msg"):
+        try:
+            found += Path(f"/proc/sysvipc/{kind}").read_text().splitlines()[1:]
+        except OSError:
+            pass
+    return found + (sorted(os.listdir("/dev/mqueue")) if os.path.isdir("/dev/mqueue") else [])
+
+
+def _no_constants(name):
+    raise ValueError(f"{name} in the JSON report")
+
+
 def _leftovers() -> list[str]:
     found = []
     for entry in os.listdir("/proc"):
@@ -389,8 +478,9 @@ def test_a_hostile_class_is_graded_correctly(tmp_path):
     work.mkdir()
     out = tmp_path / "grades.csv"
     start = time.monotonic()
+    ipc_before = _ipc_objects()
     proc = cli("grade", *folders, "--out", str(out), "--only", "diffusion", "--timeout", "3", "--jobs", "2",
-               "--memory-mb", "1024", "--workdir", str(work), cwd=tmp_path, timeout=900)
+               "--memory-mb", "1024", "--disk-mb", "64", "--workdir", str(work), cwd=tmp_path, timeout=900)
     took = time.monotonic() - start
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     time.sleep(3)  # a detached process that survived would have written by now
@@ -405,14 +495,21 @@ def test_a_hostile_class_is_graded_correctly(tmp_path):
         assert len(r["message"]) <= 501 and all(c.isprintable() for c in r["message"]), r
         if (r["passed"] == "True") != passed or fragment not in r["message"]:
             wrong.append(f"{name} {r['exercise']}: {r['passed']} {r['message'][:200]}")
+        if name in FLAGGED and r["exercise"] in FLAGGED[name] and r["flags"].split() != FLAGGED[name][r["exercise"]]:
+            wrong.append(f"{name} {r['exercise']}: flags {r['flags']!r}, expected {FLAGGED[name][r['exercise']]}")
+        if r["seconds"].lower() in ("nan", "inf") or float(r["seconds"]) < 0:
+            wrong.append(f"{name} {r['exercise']}: seconds {r['seconds']}")
     assert not wrong, "\n".join(wrong)
+    assert _ipc_objects() == ipc_before
     assert _fingerprint(watched) == before
     assert not (ROOT / "course.py").exists() and not (tmp_path / "course.py").exists()
     assert _leftovers() == []
     assert list(work.iterdir()) == []
-    report = json.loads(out.with_suffix(".json").read_text())
+    report = json.loads(out.with_suffix(".json").read_text(), parse_constant=_no_constants)
     assert report["grading"]["complete"] and not report["grading"]["problems"]
     assert len(report["submissions"]) == len(subs)
+    assert report["summary"]["diffusion.q_sample"]["flagged"] == sum(
+        bool(r["flags"]) for r in rows if r["exercise"] == "diffusion.q_sample")
     assert report["summary"]["diffusion.q_sample"]["passed"] == sum(
         expect[n].get("diffusion.q_sample", (True,))[0] for n in subs)
     assert all(len(r["message"]) <= 2000 for s in report["submissions"] for r in s["results"])
@@ -540,3 +637,92 @@ def test_correct_code_that_draws_random_numbers_is_not_refused(tmp_path):
                str(tmp_path))
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert proc.returncode == 0 and all(r["passed"] for r in rows), proc.stdout + proc.stderr
+
+
+def _edit(module: str, old: str, new: str) -> str:
+    source = (SOLUTIONS_DIR / f"{module}.py").read_text()
+    assert source.count(old) == 1, old
+    return source.replace(old, new)
+
+
+def test_checks_once_decided_in_the_child_are_confirmed_by_the_grader(tmp_path):
+    """token_drop returning zeros, latent_scale returning 1.0 and an initialize_weights without its xavier step pass
+    in the child once the submission silences the checks (their `expect`, the kit's closeness, the rules): the
+    grader compares their values itself."""
+    silence = textwrap.dedent("""
+        import sys
+        for _m in ("course.grader.checks.dit", "course.grader.checks.latent"):
+            if _m in sys.modules:
+                sys.modules[_m].expect = lambda *a, **k: None
+        if "course.grader.checks.kit" in sys.modules:
+            sys.modules["course.grader.checks.kit"]._close = lambda *a, **k: True
+            _rules = sys.modules["course.grader.grading"].RULES
+            for _k in _rules:
+                _rules[_k] = lambda *a, **k: None
+        """)
+    head = "from __future__ import annotations\n"
+    cheat = tmp_path / "cheat"
+    cheat.mkdir()
+    dit = _edit("dit", "        self.apply(_basic_init)\n", "")
+    dit = dit.replace("        if force_drop_ids is not None:\n            drop_ids = force_drop_ids == 1",
+                      "        return torch.zeros_like(labels)\n        if force_drop_ids is not None:\n"
+                      "            drop_ids = force_drop_ids == 1", 1)
+    (cheat / "dit.py").write_text(dit.replace(head, head + silence, 1))
+    latent = _edit("latent", "    return float(1.0 / latents.float().std())\n", "    return 1.0\n")
+    (cheat / "latent.py").write_text(latent.replace(head, head + silence, 1))
+    good = tmp_path / "good"
+    good.mkdir()
+    for m in ("dit", "latent"):
+        (good / f"{m}.py").write_text((SOLUTIONS_DIR / f"{m}.py").read_text())
+    out = tmp_path / "grades.csv"
+    names = ["dit.LabelEmbedder.token_drop", "latent.latent_scale", "dit.DiT.initialize_weights"]
+    proc = cli("grade", str(cheat), str(good), "--out", str(out), "--only", *names, "--workdir", str(tmp_path),
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {(Path(r["submission"]).name, r["exercise"]): r for r in csv.DictReader(out.open())}
+    assert len(rows) == 6
+    for name in names:
+        assert rows[("good", name)]["passed"] == "True", rows[("good", name)]
+        assert rows[("cheat", name)]["passed"] == "False", rows[("cheat", name)]
+        assert "grader's own comparison disagrees" in rows[("cheat", name)]["message"], rows[("cheat", name)]
+
+
+def test_nothing_a_child_sends_breaks_the_comparison():
+    import torch
+
+    from course.grader.sandbox import finite_seconds, verify
+
+    records = [{"kind": "close", "what": "the output", "atol": 1e-5, "rtol": 1e-4, "check_dtype": False,
+                "want": torch.zeros(3)}]
+    for forged in (torch.zeros(3, device="meta"), torch.zeros(3).to_sparse(), torch.zeros(3, dtype=torch.complex64),
+                   torch.zeros(1).expand(1 << 40), torch.zeros(3).as_subclass(type("Sub", (torch.Tensor,), {})),
+                   "zeros", None, [torch.zeros(3)]):
+        problem = verify(records, [forged])
+        assert isinstance(problem, str) and problem, forged
+    assert verify(records, [torch.zeros(3)]) is None
+    assert "compared nothing" in verify([], [])
+    rule = [{"kind": "rule", "what": "`w`", "rule": "zero", "params": {}, "shape": [4], "dtype": "torch.float32"}]
+    assert verify(rule, [torch.zeros(4)]) is None
+    assert "all zeros" in verify(rule, [torch.ones(4)])
+    assert "shape" in verify(rule, [torch.zeros(0)])  # an empty tensor is not "all zeros" of the reference's shape
+    assert [finite_seconds(v, 1.5) for v in (float("nan"), float("inf"), -1.0, "2", True, 0.25)] == [1.5] * 5 + [0.25]
+
+
+def test_copy_flags_name_what_reads_or_repeats_the_reference():
+    from course.grader.exercises import exercises
+    from course.grader.sandbox import copy_flags
+
+    names = exercises("diffusion")
+    flags = copy_flags(SOURCE, "diffusion", names)
+    assert flags["diffusion.q_sample"] == ["same-as-reference"]
+    renamed = SOURCE.replace(Q_SAMPLE_BODY, "    a_t = a\n    return a_t.sqrt() * x0 + (1 - a_t).sqrt() * noise\n")
+    assert copy_flags(SOURCE.replace("x0", "image").replace("noise", "eps"), "diffusion", names)[
+        "diffusion.q_sample"] == ["same-as-reference"]  # names and formatting do not hide it
+    assert copy_flags(renamed, "diffusion", names)["diffusion.q_sample"] == []
+    assert not any(copy_flags(student_source("diffusion"), "diffusion", names).values())
+    assert copy_flags("import solutions.diffusion as d\n", "diffusion", names) == {
+        n: ["imports-reference"] for n in names}
+    exec_path = _q("return eval(open('/x/solutions/diffusion.py').read())")
+    assert copy_flags(exec_path, "diffusion", names)["diffusion.q_sample"] == ["imports-reference", "introspection"]
+    assert copy_flags(exec_path, "diffusion", names)["diffusion.cfg_eps"] == []
+    assert copy_flags("def q_sample(:\n", "diffusion", names) == {n: [] for n in names}

@@ -63,6 +63,59 @@ def registry() -> dict[str, callable]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Rules the grader confirms in its own process
+# ---------------------------------------------------------------------------------------------------------------
+def _rule_zero(got: torch.Tensor) -> str | None:
+    if not bool((got == 0).all()):
+        return f"should be all zeros; {int((got != 0).sum())} of {got.numel()} values are not."
+    return None
+
+
+def _rule_xavier(got: torch.Tensor, *, fan_in: int, fan_out: int) -> str | None:
+    bound = (6.0 / (fan_in + fan_out)) ** 0.5
+    w = got.double()
+    if float(w.abs().max()) > bound * (1 + 1e-5):
+        return (f"has values up to {float(w.abs().max()):.4g}, beyond the xavier-uniform bound {bound:.4g} "
+                f"(fan_in={fan_in}, fan_out={fan_out}).")
+    if not 0.9 < float(w.std()) / (bound / 3 ** 0.5) < 1.1:
+        return f"should be xavier-uniform (std {bound / 3 ** 0.5:.4g}); its std is {float(w.std()):.4g}."
+    return None
+
+
+def _rule_normal(got: torch.Tensor, *, std: float) -> str | None:
+    w = got.double()
+    if not (0.9 < float(w.std()) / std < 1.1 and abs(float(w.mean())) < 0.2 * std):
+        return f"should be drawn from N(0, {std}²); its std is {float(w.std()):.4g} and mean {float(w.mean()):.3g}."
+    return None
+
+
+def _rule_dropped(got: torch.Tensor, *, labels: torch.Tensor, null: int, p: float, tol: float) -> str | None:
+    dropped = got != labels
+    if not bool((got[dropped] == null).all()):
+        return f"should keep each label or replace it by the null label {null}; it holds other values."
+    frac = float(dropped.double().mean())
+    if not abs(frac - p) < tol:
+        return f"should drop about {p:.0%} of the labels; {frac:.1%} were dropped."
+    return None
+
+
+RULES = {"zero": _rule_zero, "xavier": _rule_xavier, "normal": _rule_normal, "dropped": _rule_dropped}
+
+
+def confirm(got, rule: str, *, what: str = "the output", **params) -> None:
+    """Fail unless the tensor `got` obeys `RULES[rule]` with `params` (e.g. `confirm(w, "xavier", fan_in=8,
+    fan_out=4)`). For what a check can only assert, not compare with the reference's value (a random draw's
+    statistics, an initialisation's distribution). In `python -m course grade` the rule is applied again in the
+    grader's process, to the tensor the learner's code produced, with the parameters of the reference's run; the
+    reference must obey it too, and give a tensor of the same shape and dtype."""
+    if type(got) not in (torch.Tensor, torch.nn.Parameter):
+        raise CheckFailed(f"{what} should be a torch.Tensor, got a {type(got).__name__}.")
+    problem = RULES[rule](torch.Tensor.detach(got), **params)
+    if problem:
+        raise CheckFailed(f"{what} {problem}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Running checks
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass

@@ -14,18 +14,22 @@ How it works:
   kills its children until none is left.
 * **Child.** Starts a new session; stdin is /dev/null, stdout and stderr go to a capped file that nobody parses;
   its working folder is a fresh box holding a copy of the one exercise module it needs; limits on address space
-  (`RLIMIT_AS`), file size, CPU time and core dumps; an empty environment. On Linux ≥ 5.13 it then locks itself
-  with Landlock: it may read the system's libraries, the Python installation and the snapshot, write only its box,
-  open no TCP connection, ptrace nothing outside itself and (Linux ≥ 6.12) signal nothing outside itself. On
-  x86-64 a seccomp filter then denies changing file modes, owners and times, mounts, namespaces, sockets and (unless
-  allowed) starting processes. Only then is the learner's module imported and the check run.
+  (`RLIMIT_AS`), file size, CPU time and core dumps; an empty environment; a disk cap on its box, watched from
+  outside; as root, no capability left (`drop_privileges`). On Linux ≥ 5.13 it then locks itself with Landlock: it
+  may read the system's libraries, the Python installation and the snapshot, write only its box, open no TCP
+  connection, ptrace nothing outside itself and (Linux ≥ 6.12) signal nothing outside itself. On x86-64 a seccomp
+  filter then denies changing file modes, owners and times, mounts, namespaces, sockets, memfd, SysV and POSIX IPC
+  and (unless allowed) starting processes. Only then is the learner's module imported and the check run.
 * **Decision.** Each requested check is first run once on the reference, in a child with no learner code: every
   value the check compares (`expect_close`) and every tensor it inspects (`expect_tensor`) is recorded with what the
   reference gives. The learner's child records the learner's values at the same points and writes them, with its
   own verdict, to its box. The grader believes a *failure* as it comes (it costs only the learner's own row); a
   *pass* is decided again here, in the grader's process, by comparing the learner's values with the trusted
-  records in float64. So patching torch, builtins or the checks, or forging the result file, cannot turn wrong
-  values into a pass.
+  records in float64 (`confirm` rules are applied again). A pass with nothing compared is refused; only plain dense
+  CPU tensors of real dtypes are compared, and nothing a child sends can raise here (`verify`). So patching torch,
+  builtins or the checks, or forging the result file, cannot turn wrong values into a pass.
+* **Copy flags.** `copy_flags` reads each submitted module's AST in the grader (never running it) and flags code
+  that reads the reference or inspects the grader, and bodies equal to the reference's; flags never change a grade.
 
 What stays possible is written in the README ("For instructors", what the sandbox does not stop).
 """
@@ -51,6 +55,10 @@ MODULE_CAP = 1 << 20  # bytes of one submitted exercise module
 RESULT_CAP = 64 << 20  # bytes of a child's result file (also its RLIMIT_FSIZE)
 OUTPUT_TAIL = 2000  # characters kept of a child's stdout and stderr
 MESSAGE_CAP = 2000  # characters kept of a message (the CSV keeps fewer, see `clean_text`)
+DISK_MB = 256  # megabytes one child may keep in its box (checked from outside every 0.1 s; past it, stopped)
+BOX_ENTRIES = 10_000  # files and folders one child may create in its box
+DISK_LOW = 64 << 20  # bytes free in the work folder's file system under which a child's missing result is ours
+_GRADER_FAILED = 117  # a child's exit status when the grader's own code in it failed (before the learner's ran)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -67,6 +75,149 @@ def clean_text(value, cap: int = MESSAGE_CAP) -> str:
     if text[:1] in ("=", "+", "-", "@"):
         text = "'" + text
     return text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Signs of copying (shown to the instructor, never a grade: the references are public)
+# ---------------------------------------------------------------------------------------------------------------
+FLAG_IMPORTS = "imports-reference"  # imports or names `solutions/` or the grader's own modules
+FLAG_INTROSPECTION = "introspection"  # frames, the garbage collector, sys.modules, exec/eval/compile, marshal
+FLAG_SAME = "same-as-reference"  # the exercise's body equals the reference's once names and formatting are normalised
+SAME_MIN_NODES = 20  # a reference block smaller than this (a one-line formula) is not flagged for equality
+_LOOKING = {"_getframe", "f_back", "f_locals", "f_globals", "f_code", "gi_frame", "tb_frame", "currentframe",
+            "getouterframes", "getinnerframes", "get_objects", "get_referrers", "get_referents", "_reference_cache",
+            "reference_module", "marshal", "import_module", "spec_from_file_location", "SourceFileLoader", "_REC",
+            "_REGISTRY", "__builtins__", "__loader__"}
+_LOOKING_BUILTINS = {"exec", "eval", "compile", "__import__", "globals", "vars"}  # as names, not as attributes
+_LOOKING_MODULES = {"gc", "inspect", "marshal", "importlib", "ctypes"}
+
+
+def _mentions_reference(text: str) -> bool:
+    return "solutions" in text or "_course_impl" in text or "course.grader" in text or "course/grader" in text
+
+
+def _suspicious(node) -> str:
+    """The flag one AST node raises, or ''."""
+    import ast
+
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) and node.module
+                                                 else [])
+        if any(_mentions_reference(n) for n in names):
+            return FLAG_IMPORTS
+        if any(n.split(".")[0] in _LOOKING_MODULES or n in _LOOKING or n in _LOOKING_BUILTINS for n in names):
+            return FLAG_INTROSPECTION
+    elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _mentions_reference(node.value):
+        return FLAG_IMPORTS
+    elif isinstance(node, ast.Attribute):
+        base = node.value.id if isinstance(node.value, ast.Name) else ""
+        if node.attr in _LOOKING or (base == "sys" and node.attr == "modules") or (
+                base == "inspect" and node.attr in ("stack", "trace")):
+            return FLAG_INTROSPECTION
+    elif isinstance(node, ast.Name) and (node.id in _LOOKING or node.id in _LOOKING_BUILTINS):
+        return FLAG_INTROSPECTION
+    return ""
+
+
+def _functions(tree) -> dict:
+    """{qualname: FunctionDef} of the module's functions and its classes' methods."""
+    import ast
+
+    out = {}
+
+    def visit(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                out.setdefault(prefix + child.name, child)
+            elif isinstance(child, ast.ClassDef):
+                visit(child, prefix + child.name + ".")
+
+    visit(tree, "")
+    return out
+
+
+def _normalised(fn, lines: tuple[int, int] | None = None) -> tuple[str, int]:
+    """The function's body (or its statements within `lines`) as text with docstrings dropped and every argument
+    and local name renamed by order of first appearance; and its number of AST nodes."""
+    import ast
+    import copy
+
+    fn = copy.deepcopy(fn)
+    body = [st for st in fn.body if not (isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant)
+                                         and isinstance(st.value.value, str))]
+    if lines is not None:
+        body = [st for st in body if lines[0] < st.lineno < lines[1]]
+    local = {a.arg for a in ast.walk(fn.args) if isinstance(a, ast.arg)}
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            local.add(node.id)
+    names: dict[str, str] = {}
+    module = ast.Module(body=body, type_ignores=[])
+    for node in ast.walk(module):
+        if isinstance(node, ast.Name) and node.id in local:
+            node.id = names.setdefault(node.id, f"v{len(names)}")
+        elif isinstance(node, ast.arg) and node.arg in local:
+            node.arg = names.setdefault(node.arg, f"v{len(names)}")
+    return ast.dump(module, annotate_fields=False), sum(1 for _ in ast.walk(module))
+
+
+_REFERENCE_SHAPES: dict[str, tuple[str, int]] = {}
+
+
+def _reference_shape(name: str) -> tuple[str, int]:
+    """The normalised body of exercise `name`'s function (given code and solution block) and the size of its
+    solution block, read (never imported) from solutions/."""
+    import ast
+
+    from course.grader.exercises import SOLUTIONS_DIR, find_blocks
+
+    if name not in _REFERENCE_SHAPES:
+        module = name.split(".", 1)[0]
+        source = (SOLUTIONS_DIR / f"{module}.py").read_text()
+        block = next(b for b in find_blocks(source, module) if b.exercise == name)
+        fn = _functions(ast.parse(source))[block.qualname]
+        _REFERENCE_SHAPES[name] = (_normalised(fn)[0], _normalised(fn, (block.begin, block.end))[1])
+    return _REFERENCE_SHAPES[name]
+
+
+def copy_flags(source: bytes | str, module: str, names: list[str]) -> dict[str, list[str]]:
+    """{exercise: flags} for the exercises `names` of one submitted module (see FLAG_*). Code that reads the
+    reference or inspects the grader flags the exercise whose function holds it, or every exercise when it sits
+    elsewhere in the module; a body equal to the reference's (after normalising names and formatting, for blocks of
+    at least SAME_MIN_NODES nodes) flags its exercise. A module that does not parse flags nothing."""
+    import ast
+
+    out: dict[str, list[str]] = {n: [] for n in names}
+    try:
+        text = source.decode("utf-8", "replace") if isinstance(source, bytes) else source
+        tree = ast.parse(text)
+        functions = _functions(tree)
+        spans = {}
+        for n in names:
+            qualname = n.split(".", 1)[1] if "." in n and "/" not in n else None
+            fn = functions.get(qualname) if qualname else None
+            if fn is not None:
+                spans[n] = (fn.lineno, fn.end_lineno)
+        for node in ast.walk(tree):
+            flag = _suspicious(node)
+            if not flag:
+                continue
+            line = getattr(node, "lineno", 0)
+            owners = [n for n, (a, b) in spans.items() if a <= line <= b] or names
+            for n in owners:
+                if flag not in out[n]:
+                    out[n].append(flag)
+        for n in names:
+            if "/" in n or n not in spans:
+                continue
+            ref = _reference_shape(n)
+            if ref[1] < SAME_MIN_NODES:
+                continue
+            if _normalised(functions[n.split(".", 1)[1]])[0] == ref[0]:
+                out[n].append(FLAG_SAME)
+    except (SyntaxError, ValueError, RecursionError, MemoryError, StopIteration, KeyError, OSError):
+        pass
+    return {n: sorted(f) for n, f in out.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -162,6 +313,9 @@ _DENIED_X86_64 = (
     175, 176, 313, 246, 320, 169, 167, 168, 172, 173,  # modules kexec reboot swap iopl ioperm
     164, 227, 159, 321, 298, 248, 249, 250,  # settimeofday clock_settime adjtimex bpf perf keys
     41,  # socket: no network, no sockets at all
+    319, 447,  # memfd_create memfd_secret: memory outside RLIMIT_AS
+    29, 30, 31, 64, 65, 66, 68, 69, 70, 71, 220,  # SysV shared memory, semaphores, messages: they outlive a process
+    240, 241, 242, 243, 244, 245,  # POSIX message queues
 )
 
 
@@ -198,6 +352,37 @@ def seccomp_deny(processes: bool = False) -> bool:
     if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
         return False
     return libc.prctl(22, 2, ctypes.byref(prog), 0, 0) == 0  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+
+
+def drop_privileges() -> str:
+    """As root, give up every capability for good: the bounding and ambient sets emptied, the securebits that make
+    uid 0 special set and locked, then no effective, permitted or inheritable capability. The user stays uid 0 (the
+    Python installation may sit where only root can read, e.g. /root), but without capabilities root is only the
+    owner of root's files: it cannot skip Landlock's ptrace scoping, read other processes' /proc/<pid>/environ or
+    maps outside its Landlock domain, change owners, or raise a limit. Returns what was done."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return "unprivileged user"
+    ctypes, libc = _libc()
+    for cap in range(64):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP, until EINVAL past the last capability
+            break
+    libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+    libc.prctl(28, 0xEF, 0, 0, 0)  # PR_SET_SECUREBITS: NOROOT, NO_SETUID_FIXUP, NO_CAP_AMBIENT_RAISE, all locked
+
+    class Header(ctypes.Structure):
+        _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+    class Data(ctypes.Structure):
+        _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32))
+
+    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3: all zero
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+    with open("/proc/self/status") as f:
+        caps = {line.split(":")[0]: int(line.split()[1], 16) for line in f if line.startswith("Cap")}
+    if caps.get("CapEff") or caps.get("CapPrm") or caps.get("CapBnd"):
+        raise OSError(f"capabilities left after dropping them: {caps}")
+    return "root without capabilities"
 
 
 def set_subreaper() -> bool:
@@ -289,6 +474,7 @@ def _hook_kit() -> None:
 
     import torch
 
+    from course.grader import grading
     from course.grader.checks import kit
 
     def wrap(name, original):
@@ -302,6 +488,12 @@ def _hook_kit() -> None:
                     a = bound.arguments
                     if _REC.mode == "learner":
                         _REC.items.append(_plain(a["got"]))
+                    elif name == "confirm":
+                        got = a["got"]
+                        _REC.items.append({"kind": "rule", "what": str(a["what"]), "rule": str(a["rule"]),
+                                           "params": {k: _plain(v) if isinstance(v, torch.Tensor) else v
+                                                      for k, v in a["params"].items()},
+                                           "shape": [int(n) for n in got.shape], "dtype": str(got.dtype)})
                     elif name == "expect_close":
                         _REC.items.append({"kind": "close", "what": str(a["what"]), "atol": float(a["atol"]),
                                            "rtol": float(a["rtol"]), "check_dtype": bool(a["check_dtype"]),
@@ -336,6 +528,7 @@ def _hook_kit() -> None:
 
     for name in ("expect_close", "expect_tensor"):
         setattr(kit, name, wrap(name, getattr(kit, name)))
+    grading.confirm = wrap("confirm", grading.confirm)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -390,6 +583,11 @@ def _child(req: dict, snapshot: str) -> None:
             resource.setrlimit(which, (value, value))
         except (ValueError, OSError):
             pass
+    try:
+        drop_privileges()
+    except OSError as e:  # never run the learner's code with a capability
+        os.write(2, f"the grader could not drop its privileges: {e}\n".encode())
+        os._exit(_GRADER_FAILED)
     landlock(_readable_roots(snapshot), [str(box)], ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"])
     seccomp_deny(processes=bool(req.get("processes")))
 
@@ -415,8 +613,56 @@ def _child(req: dict, snapshot: str) -> None:
     payload["items"] = items
     payload["mode"] = mode
     tmp = box / f"result-{os.getpid()}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, box / "result.pt")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, box / "result.pt")
+    except OSError as e:
+        import errno
+
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk, not the code under test
+            os._exit(_GRADER_FAILED)
+        raise
+
+
+def _free_bytes(path: str) -> int:
+    try:
+        st = os.statvfs(path)
+        return st.f_bavail * st.f_frsize
+    except OSError:
+        return 0
+
+
+def _over_cap(box: str, cap: int, pid: int) -> str:
+    """Why the box holds too much (more than `cap` bytes on disk, counting the deleted files process `pid` still
+    holds open, or more than `BOX_ENTRIES` entries), or ''."""
+    used, entries, stack = 0, 0, [box]
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd")[:4096]:
+            try:
+                info = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode) and info.st_nlink == 0:
+                used += info.st_blocks * 512
+    except OSError:
+        pass
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    entries += 1
+                    if entries > BOX_ENTRIES:
+                        return f"created more than {BOX_ENTRIES} files and folders"
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    used += info.st_blocks * 512
+                    if stat.S_ISDIR(info.st_mode):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return f"kept more than {cap >> 20} MB on disk" if used > cap else ""
 
 
 def _kill_session(pid: int) -> None:
@@ -487,12 +733,22 @@ def zygote_main(snapshot: str, extra: str = "") -> None:
                 os._exit(0)
         _send(channel, {"pid": pid})
         deadline = start + float(req["hard_timeout"])
-        killed, status, pause = False, 0, 0.001
+        killed, status, pause, disk, min_free, watched = False, 0, 0.001, "", _free_bytes(req["box"]), start
+        cap = int(req.get("disk_mb") or DISK_MB) << 20
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 break
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now - watched > 0.1:
+                watched = now
+                min_free = min(min_free, _free_bytes(req["box"]))
+                disk = _over_cap(req["box"], cap, pid)
+                if disk:
+                    _kill_session(pid)
+                    _, status = os.waitpid(pid, 0)
+                    break
+            if now > deadline:
                 killed = True
                 _kill_session(pid)
                 _, status = os.waitpid(pid, 0)
@@ -500,6 +756,7 @@ def zygote_main(snapshot: str, extra: str = "") -> None:
             time.sleep(pause)
             pause = min(pause * 1.5, 0.02)
         wall = time.monotonic() - start
+        min_free = min(min_free, _free_bytes(req["box"]))
         try:
             os.killpg(pid, signal.SIGKILL)
         except OSError:
@@ -507,7 +764,8 @@ def zygote_main(snapshot: str, extra: str = "") -> None:
         left = kill_children()
         signalled = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-        _send(channel, {"killed": killed, "signal": signalled, "code": code, "wall": wall, "left": left})
+        _send(channel, {"killed": killed, "signal": signalled, "code": code, "wall": wall, "left": left,
+                        "disk": disk, "low_disk": min_free < DISK_LOW})
     kill_children()
 
 
@@ -554,7 +812,10 @@ class Zygote:
                 raise GraderProblem(f"the grader's worker ended: {tail.strip()}")
             self.buffer += chunk
         line, self.buffer = self.buffer.split(b"\n", 1)
-        return json.loads(line)
+        try:
+            return json.loads(line)
+        except ValueError as e:
+            raise GraderProblem(f"the grader's worker answered something unreadable: {e}") from e
 
     def run(self, req: dict) -> dict:
         try:
@@ -592,6 +853,7 @@ class Row:
     seconds: float = 0.0
     verified: bool = False  # the pass was re-decided by the grader from the recorded values
     output: str = ""  # the tail of what the learner's code printed (never parsed)
+    flags: list[str] = field(default_factory=list)  # signs of copied code (see `copy_flags`); never change a grade
 
     def as_dict(self) -> dict:
         return {"exercise": self.exercise, "passed": self.passed, "message": self.message,
@@ -699,35 +961,82 @@ def _load(path: Path):
         return None
 
 
-def verify(records: list, items) -> str | None:
-    """Re-decide a pass in the grader: the learner's recorded values against the reference's. None when they
-    agree, else what differs."""
+_REAL_DTYPES = ("float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
+ELEMENT_CAP = 1 << 26  # elements of one value the grader compares
+
+
+def acceptable(x) -> str | None:
+    """None when `x` is a value the grader can compare safely: a plain, dense (strided) CPU tensor of a real dtype
+    (not meta, sparse, nested, quantized or complex, not a subclass) and of a sane size; else what is wrong."""
     import torch
 
-    if not isinstance(items, list) or len(items) != len(records):
-        n = len(items) if isinstance(items, list) else 0
+    if type(x) is not torch.Tensor:
+        return "no tensor came back to the grader"
+    if x.layout != torch.strided or x.is_nested or x.device.type != "cpu":
+        return f"a {x.layout} tensor on {x.device} came back, not a dense CPU tensor"
+    if str(x.dtype).removeprefix("torch.") not in _REAL_DTYPES:
+        return f"a tensor of dtype {x.dtype} came back"
+    if x.numel() > ELEMENT_CAP:
+        return f"a tensor of {x.numel()} elements came back"
+    return None
+
+
+def finite_seconds(value, default: float = 0.0) -> float:
+    """`value` when it is a finite, non-negative float (a child's word on its own time), else `default`."""
+    import math
+
+    if type(value) in (float, int) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return float(default)
+
+
+def verify(records: list, items) -> str | None:
+    """Re-decide a pass in the grader: the learner's recorded values against the reference's. None when they
+    agree, else what differs. Never raises: whatever a child sends, a value that cannot be compared is a reason."""
+    try:
+        return _verify(records, items)
+    except Exception as e:  # noqa: BLE001 - a value that breaks the comparison is not a confirmed pass
+        return f"a value that came back could not be compared ({clean_text(type(e).__name__, 80)})."
+
+
+def _verify(records: list, items) -> str | None:
+    import torch
+
+    from course.grader.grading import RULES
+
+    if not records:
+        return "the check compared nothing the grader could confirm."
+    if type(items) is not list or len(items) != len(records):
+        n = len(items) if type(items) is list else 0
         return (f"the check compared {n} value(s) where the reference's run compared {len(records)}, so the pass "
                 "could not be confirmed.")
     for rec, got in zip(records, items):
         what = clean_text(rec.get("what", "a value"), 200)
-        if type(got) is not torch.Tensor:
-            return f"{what}: no tensor came back to the grader."
+        bad = acceptable(got)
+        if bad:
+            return f"{what}: {bad}."
+        want = rec.get("want")
+        shape = rec.get("shape") if rec["kind"] != "close" else list(want.shape) if type(want) is torch.Tensor else None
+        if shape is not None and list(got.shape) != list(shape):
+            return f"{what} should have shape {tuple(shape)}, got {tuple(got.shape)}."
         finite = rec.get("finite", True) if rec["kind"] == "tensor" else True
         if finite and got.is_floating_point() and not bool(torch.isfinite(got).all()):
             return f"{what} has NaN or infinite values."
         if rec["kind"] == "tensor":
-            if rec["shape"] is not None and list(got.shape) != rec["shape"]:
-                return f"{what} should have shape {tuple(rec['shape'])}, got {tuple(got.shape)}."
             if rec["dtype"] is not None and str(got.dtype) != rec["dtype"]:
                 return f"{what} should have dtype {rec['dtype']}, got {got.dtype}."
             if rec["device"] is not None and got.device.type != rec["device"]:
                 return f"{what} should be on {rec['device']}, got {got.device}."
             continue
-        want = rec["want"]
+        if rec["kind"] == "rule":
+            if str(got.dtype) != rec["dtype"]:
+                return f"{what} should have dtype {rec['dtype']}, got {got.dtype}."
+            problem = RULES[rec["rule"]](got, **rec["params"])
+            if problem:
+                return f"{what} {problem}"
+            continue
         if type(want) is not torch.Tensor:
             return f"{what}: the reference's value is missing."
-        if tuple(got.shape) != tuple(want.shape):
-            return f"{what} should have shape {tuple(want.shape)}, got {tuple(got.shape)}."
         if rec["check_dtype"] and got.dtype != want.dtype:
             return f"{what} should have dtype {want.dtype}, got {got.dtype}."
         diff = (got.double() - want.double()).abs()
@@ -744,12 +1053,13 @@ class Grader:
 
     def __init__(self, names: list[str], *, timeout: float = 60.0, memory_mb: int = 4096, jobs: int = 1,
                  extra: str | Path | None = None, workdir: str | Path | None = None, verbose: bool = False,
-                 submission_timeout: float = 0.0, allow_processes: bool = False):
+                 submission_timeout: float = 0.0, allow_processes: bool = False, disk_mb: int = DISK_MB):
         from course.grader.exercises import COURSE_DIR, SOLUTIONS_DIR, modules
 
         self.timeout, self.memory_mb, self.verbose = float(timeout), int(memory_mb), verbose
         self.submission_timeout = float(submission_timeout or 0)
         self.allow_processes = bool(allow_processes)
+        self.disk_mb = int(disk_mb)
         self.hard_timeout = self.timeout + 2.0 + 0.1 * self.timeout
         self.modules = modules()
         self.root = Path(tempfile.mkdtemp(prefix="course-grade-", dir=workdir)).resolve()
@@ -874,6 +1184,9 @@ class Grader:
                     self.broken[name] = clean_text(f"the reference's run gave no result ({status}): {output}", 500)
                 elif not payload.get("passed"):
                     self.broken[name] = clean_text(f"the reference fails this check: {payload.get('message')}", 500)
+                elif not payload.get("items"):
+                    self.broken[name] = ("the check compares no value the grader could confirm (write it with "
+                                         "expect_close, expect_tensor or confirm), so no pass could be believed.")
                 else:
                     self.records[name] = list(payload.get("items", []))
             except GraderProblem as e:
@@ -901,6 +1214,7 @@ class Grader:
         z: Zygote | None = self._take()
         start = time.monotonic()
         hung: dict[str, str] = {}  # module -> the message of its import that was stopped
+        flags: dict[str, dict[str, list[str]]] = {}  # module -> exercise -> signs of copying
         try:
             for name in self.names:
                 if self.closed:
@@ -925,9 +1239,23 @@ class Grader:
                                 self.problems.append(f"{label} {name}: {e}")
                             rows.append(Row(label, name, False, clean_text(f"not graded: the grader failed ({e}).")))
                             continue
-                    z, row = self._grade_one(z, layout.folder / f"{module}.py", module, name, label)
+                    try:
+                        z, row = self._grade_one(z, layout.folder / f"{module}.py", module, name, label)
+                    except GraderProblem:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - the grader's own failure on one row, never a lost run
+                        with self._lock:
+                            self.problems.append(f"{label} {name}: {type(e).__name__}: {e}")
+                        row = Row(label, name, False, clean_text(f"not graded: the grader failed ({type(e).__name__}: "
+                                                                 f"{e}).", 500))
                     if row.message.startswith(f"importing {module}.py"):
                         hung[module] = row.message + " (not run again for this module's other exercises)"
+                if module not in layout.problems:
+                    if module not in flags:
+                        names = [n for n in self.names if n.split("/", 1)[0].split(".", 1)[0] == module]
+                        data = _read_capped(layout.folder / f"{module}.py", MODULE_CAP)
+                        flags[module] = copy_flags(data, module, names) if data is not None else {}
+                    row.flags = list(flags[module].get(name, []))
                 rows.append(row)
                 if on_row:
                     on_row(row)
@@ -944,7 +1272,8 @@ class Grader:
         try:
             (box / "work" / f"{module}.py").write_bytes(data)
             req = {"mode": "learner", "exercise": name, "box": str(box), "timeout": self.timeout,
-                   "hard_timeout": self.hard_timeout, "memory_mb": self.memory_mb, "processes": self.allow_processes}
+                   "hard_timeout": self.hard_timeout, "memory_mb": self.memory_mb, "processes": self.allow_processes,
+                   "disk_mb": self.disk_mb}
             try:
                 z, status = self._run(z, req)
             except GraderProblem as e:
@@ -954,16 +1283,37 @@ class Grader:
             if status.get("killed") and not (box / "loaded").exists():
                 return z, Row(label, name, False, f"importing {module}.py took longer than {self.timeout:g} s and "
                                                   "was stopped. Hint: an exercise module should only define things; "
-                                                  "move work done at import into functions.", float(status["wall"]))
+                                                  "move work done at import into functions.",
+                              finite_seconds(status.get("wall")))
             payload = _load(box / "result.pt")
             output = clean_text((_read_capped(box / "output.txt", OUTPUT_TAIL, tail=True) or b"")
                                 .decode("utf-8", "replace"), OUTPUT_TAIL)
+            ours = self._our_failure(status, payload)
+            if ours:
+                with self._lock:
+                    self.problems.append(f"{label} {name}: {ours}")
+                return z, Row(label, name, False, clean_text(f"not graded: {ours}", 500), output=output)
             return z, self._decide(label, name, status, payload, output)
         finally:
             _remove(box)
 
+    def _our_failure(self, status: dict, payload) -> str:
+        """Why a child ended without a result through no fault of the code under test ('' when it is its own)."""
+        if isinstance(payload, dict) or status.get("killed") or status.get("disk"):
+            return ""
+        if status.get("low_disk"):
+            return ("the work folder's file system was (nearly) full while this ran, so the missing result is the "
+                    "grader's problem; free some space (or use --workdir) and grade this submission again.")
+        if status.get("code") == _GRADER_FAILED:
+            return "the grader's own code failed in the sandboxed process (see the row's output)."
+        return ""
+
     def _decide(self, label: str, name: str, status: dict, payload, output: str) -> Row:
-        wall = float(status.get("wall", 0.0))
+        wall = finite_seconds(status.get("wall"), 0.0)
+        if status.get("disk"):
+            return Row(label, name, False, f"your code {status['disk']} in its working folder (the limit is "
+                                           f"{self.disk_mb} MB and {BOX_ENTRIES} entries) and was stopped. Hint: an "
+                                           "exercise should not write files.", wall, output=output)
         if status.get("killed"):
             return Row(label, name, False, f"took longer than {self.timeout:g} s and was stopped from outside (it kept "
                                            "running past the time limit: a loop that never ends, perhaps one that "
@@ -982,13 +1332,10 @@ class Grader:
                                            "before the check finished. Hint: never call exit(), sys.exit() or "
                                            "os._exit() in an exercise module.", wall, output=output)
         message = clean_text(payload.get("message") if isinstance(payload.get("message"), str) else "", MESSAGE_CAP)
-        seconds = payload.get("seconds") if isinstance(payload.get("seconds"), float) else wall
+        seconds = finite_seconds(payload.get("seconds"), wall)
         if payload.get("passed") is not True:
             return Row(label, name, False, message or "failed.", seconds, output=output)
-        records = self.records.get(name, [])
-        if not records:
-            return Row(label, name, True, message or "passed.", seconds, verified=False, output=output)
-        problem = verify(records, payload.get("items"))
+        problem = verify(self.records.get(name, []), payload.get("items"))
         if problem:
             return Row(label, name, False, clean_text(
                 f"the check passed inside your process, but the grader's own comparison disagrees: {problem} "

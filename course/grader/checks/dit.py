@@ -12,6 +12,7 @@ from course.grader.checks.kit import (check_denoiser, compare_forward, exercise,
                                mistake, mistake_edit, mistakes, patched, random_pair, seeded, wrong_outputs)
 from course.grader.checks.kit import hints
 from course.grader.exercises import reference_module
+from course.grader.grading import confirm
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -135,6 +136,7 @@ def check_token_drop(impl, ref):
                f"return the labels unchanged, but it changed {(out != labels).sum().item()} of {B} (dropout_prob={p}). "
                "Hint: labels are dropped only while training; at evaluation the model must see the class it is "
                "asked for.")
+        expect_close(out, labels, what=f"token_drop's output at evaluation (dropout_prob={p})", atol=0, rtol=0)
         out = run(emb, True)
         dropped = out != labels
         kept_ok = torch.equal(out[~dropped], labels[~dropped])
@@ -145,6 +147,8 @@ def check_token_drop(impl, ref):
         expect(abs(frac - p) < 0.04, f"with train=True and dropout_prob={p}, about {p:.0%} of the labels should be "
                f"dropped, but {frac:.1%} of {B} were. Hint: drop label i where torch.rand(B)[i] < dropout_prob (one "
                "uniform number per label; `<`, not `>`).")
+        confirm(out, "dropped", what=f"token_drop's output while training (dropout_prob={p})", labels=labels,
+                null=num_classes, p=p, tol=0.04)
     with seeded(12):
         force = (torch.rand(B) < 0.3).long()
     emb = impl.LabelEmbedder(num_classes, 8, 0.5)
@@ -154,12 +158,15 @@ def check_token_drop(impl, ref):
         expect(torch.equal(out, want), f"with force_drop_ids (train={train}), exactly the labels where "
                f"force_drop_ids == 1 should become {num_classes} and no others; {(out != want).sum().item()} of "
                f"{B} differ. Hint: when force_drop_ids is given it replaces the random draw.")
+        expect_close(out, want, what=f"token_drop's output with force_drop_ids (train={train})", atol=0, rtol=0)
     one = impl.LabelEmbedder(num_classes, 8, 0.1).token_drop(labels[:1], False, force_drop_ids=torch.ones(1))
     expect_tensor(one, shape=(1,), dtype=torch.int64, what="token_drop on one label")
     expect(one.item() == num_classes, "a single label forced to drop should become the null label.")
+    expect_close(one, torch.tensor([num_classes]), what="token_drop on one label forced to drop", atol=0, rtol=0)
     no_dropout = impl.LabelEmbedder(num_classes, 8, 0.0)
     expect(torch.equal(run(no_dropout, True), labels),
            "with dropout_prob = 0 (no null row in the table) no label may be dropped, even while training.")
+    expect_close(run(no_dropout, True), labels, what="token_drop's output with dropout_prob = 0", atol=0, rtol=0)
     return ("no drop at evaluation; ~10 % and ~50 % dropped to the null label while training; force_drop_ids exact; "
             "no drop when dropout_prob = 0; labels not changed in place.")
 
@@ -380,11 +387,13 @@ def _expect_xavier(name: str, w: torch.Tensor, fan_in: int, fan_out: int) -> Non
            f"is {std:.4g}. Hint: PyTorch's default init is not xavier; apply nn.init.xavier_uniform_ to every "
            "nn.Linear (self.apply) " + ("and to the patch embedding's weight viewed as (D, C·p·p)." if w.dim() == 4
                                         else "before zeroing the ones that start at zero."))
+    confirm(w, "xavier", what=f"`{name}`", fan_in=fan_in, fan_out=fan_out)
 
 
 def _expect_zero(name: str, t: torch.Tensor, why: str) -> None:
     expect(bool((t == 0).all()), f"`{name}` should start at zero{why}; {int((t != 0).sum())} of {t.numel()} "
                                  "values are not.")
+    confirm(t, "zero", what=f"`{name}`")
 
 
 def _expect_normal(name: str, w: torch.Tensor, std: float = 0.02) -> None:
@@ -392,6 +401,7 @@ def _expect_normal(name: str, w: torch.Tensor, std: float = 0.02) -> None:
     expect(0.9 < got / std < 1.1 and abs(w.mean().item()) < 0.2 * std,
            f"`{name}` should be drawn from N(0, {std}²); its std is {got:.4g} and mean {w.mean().item():.3g}. Hint: "
            f"nn.init.normal_(..., std={std}).")
+    confirm(w, "normal", what=f"`{name}`", std=std)
 
 
 @exercise("dit.DiT.initialize_weights")
@@ -438,6 +448,7 @@ def check_initialize_weights(impl, ref):
             expect_tensor(out, shape=(B, model.out_channels, H, H), what="a fresh DiT's output")
             expect(bool((out == 0).all()), "a freshly initialised DiT should output exactly zero (the final layer "
                                            "starts at zero).")
+            expect_close(out, torch.zeros_like(out), what="a fresh DiT's output", atol=0, rtol=0)
             tokens, c = torch.randn(B, grid * grid, D), torch.randn(B, D)
             for i, block in enumerate(model.blocks):
                 expect_close(block(tokens, c), tokens, what=f"fresh block {i} applied to random tokens", atol=0,

@@ -135,6 +135,8 @@ def check_latent_scale(impl, ref):
                f"latent_scale of latents of shape {tuple(z.shape)} with std {z.std():.4g} should be {want:.6g}, got "
                f"{got:.6g}. Hint: one scale for all channels, 1 / std over every element.")
         expect(abs((z * got).std().item() - 1) < 1e-3, "the scaled latents z · s should have unit variance.")
+        expect_close(torch.tensor(float(got), dtype=torch.float64), torch.tensor(float(want), dtype=torch.float64),
+                     what=f"latent_scale of latents of shape {tuple(z.shape)}", atol=0, rtol=1e-4)
     return "1 / std over every element, as a float: scaled latents get unit variance (three data sets)."
 
 
