@@ -103,6 +103,40 @@ def test_every_plotting_cell_has_its_figure_in_the_page(built_book, path):
     assert figures >= len(expected), f"{path.stem}.html shows {figures} figures for {len(expected)} plotting cells"
 
 
+HEADLINE = {  # shared/SYLLABUS.md: the headline numbers every chapter 2-7 glues (accuracies as fractions, seconds)
+    **{ch: ("headline_acc_w1", "headline_acc_w2", "headline_fd", "headline_fd_floor", "headline_train_seconds")
+       for ch in ("02_dit", "03_uvit", "05_diffit", "06_latent")},
+    "04_genvit": ("headline_classifier_acc", "headline_min_class_share", "headline_fd", "headline_fd_floor",
+                  "headline_train_seconds"),
+    "07_summary": ("headline_min_acc_w1",),
+}
+
+
+@pytest.mark.parametrize("chapter", sorted(HEADLINE))
+def test_every_chapter_glues_its_headline_numbers(built_book, chapter):
+    """A machine can read each chapter's headline run: `profile` and the numbers under their fixed names, as
+    numbers (fractions in [0, 1] for accuracies and shares, seconds ≥ 0)."""
+    import nbformat
+    from jupyter_cache import get_cache
+
+    _, executed = get_cache(str(BOOK_OUT / "_build" / ".jupyter_cache")).merge_match_into_notebook(
+        nbformat.read(ROOT / "book" / f"{chapter}.ipynb", as_version=4))
+    glued = {}
+    for cell in executed["cells"]:
+        for out in cell.get("outputs", []):
+            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name:
+                glued[name] = out.get("data", {}).get("text/plain")
+    missing = [n for n in ("profile", *HEADLINE[chapter]) if n not in glued]
+    assert not missing, f"{chapter} does not glue {missing}"
+    assert glued["profile"].strip("'\"") == "ci"
+    for name in HEADLINE[chapter]:
+        value = float(glued[name])
+        assert value >= 0, (name, value)
+        if "acc" in name or "share" in name:
+            assert value <= 1, f"{chapter}: {name} = {value} should be a fraction"
+
+
 def test_pages_load_nothing_from_the_network(built_book):
     for page in sorted(built_book.rglob("*.html")):
         if "_static" in page.parts:
