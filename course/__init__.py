@@ -12,6 +12,7 @@ the book build, CI and instructors run that way.
 from __future__ import annotations
 
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -36,8 +37,54 @@ class _ReferenceFinder(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(fullname, source) if source.exists() else None
 
 
+class _BorrowingLoader(importlib.abc.Loader):
+    """Loads a learner's exercise module after the stubs of every *earlier* chapter have been replaced by the
+    reference, so that a script, `python -m ...` or a learner's own test can import a later chapter's module
+    before the earlier chapters are done (the notebooks' `setup()` does the same, and says so)."""
+
+    def __init__(self, loader, module: str):
+        self.loader, self.module = loader, module
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        chapter = list(CHAPTERS).index(CHAPTER_OF[self.module])
+        if _SETUP_CHAPTER is not None:  # in a notebook, setup() names the chapter: its exercises stay the learner's
+            chapter = min(chapter, _SETUP_CHAPTER)
+        earlier = [m for ch in list(CHAPTERS)[:chapter] for m in CHAPTERS[ch]]
+        borrowed = use_reference_for_unfinished(earlier)
+        if borrowed and not _QUIET:
+            print(f"course.{self.module}: not done yet, so the reference stands in for: " + ", ".join(borrowed),
+                  file=sys.stderr)
+        self.loader.exec_module(module)
+
+    def __getattr__(self, name):  # get_source, get_filename, ... for linecache, inspect and reloading
+        return getattr(self.loader, name)
+
+
+class _BorrowFinder(importlib.abc.MetaPathFinder):
+    """Serves `course.<exercise module>` from the learner's file through `_BorrowingLoader` (learner mode only)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        package, _, name = fullname.rpartition(".")
+        if package != "course" or name not in ALL_MODULES or reference_mode():
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _BorrowingLoader(spec.loader, name)
+        return spec
+
+
+_BORROWED: list[str] = []  # every exercise of an earlier chapter that the reference stands in for, in order
+_QUIET = False  # setup() says it itself
+_SETUP_CHAPTER: int | None = None  # the chapter that setup() started, if any
+
 if not any(isinstance(f, _ReferenceFinder) for f in sys.meta_path):
     sys.meta_path.insert(0, _ReferenceFinder())
+if not any(isinstance(f, _BorrowFinder) for f in sys.meta_path):
+    sys.meta_path.insert(1, _BorrowFinder())
 
 
 def check(target: str = "all", **kwargs):
@@ -78,8 +125,10 @@ def setup(module: str | None = None, seed: int = 0):
     `module` is any exercise module of the chapter (`setup("dit")`); None for a chapter after the last exercises
     (the summary). In a learner's environment, exercises of *earlier* chapters that are not done yet are replaced
     by the reference (said once), so a later chapter always runs. The chapter's own exercises are left as they are.
-    Call it before importing the chapter's module.
+    Call it before importing the chapter's module. (Outside a notebook, importing `course.<module>` does the same
+    for the chapters before that module's, and says so on stderr.)
     """
+    global _QUIET, _SETUP_CHAPTER
     from course.lab.config import PROFILE, device, seed_everything
 
     seed_everything(seed)
@@ -88,11 +137,22 @@ def setup(module: str | None = None, seed: int = 0):
         lines.append("running the reference solutions (COURSE_SOLUTIONS=1)")
     else:
         chapter = list(CHAPTERS).index(CHAPTER_OF[module]) if module else len(CHAPTERS)
+        _SETUP_CHAPTER = chapter
         earlier = [m for ch in list(CHAPTERS)[:chapter] for m in CHAPTERS[ch]]
-        borrowed = use_reference_for_unfinished(earlier)
+        _QUIET = True
+        try:
+            use_reference_for_unfinished(earlier)
+        finally:
+            _QUIET = False
+        borrowed = [name for name in _BORROWED if name.split(".")[0] in earlier]
         if borrowed:
             lines.append("not done yet, so the reference stands in for: " + ", ".join(borrowed))
-    if _reload_edits():
+    _QUIET = True
+    try:
+        reloading = _reload_edits()
+    finally:
+        _QUIET = False
+    if reloading:
         lines.append("your edits to course/*.py take effect in the next cell")
     print("; ".join(lines))
 
@@ -133,4 +193,5 @@ def use_reference_for_unfinished(module_names) -> list[str]:
             if is_stub(resolve(mod, qualname)):
                 _set(mod, qualname, resolve(reference_module(module), qualname))
                 borrowed.append(name)
+                _BORROWED.append(name)
     return borrowed

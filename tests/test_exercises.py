@@ -160,3 +160,72 @@ def test_an_exception_in_the_learners_code_names_the_exercise_the_line_and_the_s
     line = source[: source.index(old)].count("\n") + 1
     assert f"uvit.py line {line}" in message and "skips.pop()[:, 1:]" in message, message
     assert re.search(r"x \(\d+, \d+, \d+\)", message), message
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Feedback that locates the fault (chapters 3 and 5): wrong answers no declared mistake covers
+# ---------------------------------------------------------------------------------------------------------------
+LOCATED = [  # (module, exercise, the reference's line, a plausible wrong line, what the message must say)
+    ("uvit", "uvit.UViTBlock.forward", "x = x + self.mlp(self.norm2(x))  # (B, L, D)",
+     "x = x + self.mlp(self.norm1(x))", "`norm2` is never called"),
+    ("uvit", "uvit.UViT.forward", "x = block(x, skips.pop())  # last in, first out", "x = block(skips.pop(), x)",
+     "the `x` argument of `out_blocks.0`"),
+    ("uvit", "uvit.UViT.forward", "x = self.decoder_pred(self.norm(x))  # (B, extras + N, p*p*C)",
+     "x = self.decoder_pred(x)", "`norm` is never called"),
+    ("diffit", "diffit.TMSA.forward", "attn = self.softmax(attn + bias.view(N, N, heads).permute(2, 0, 1))",
+     "attn = self.softmax(attn + bias.view(heads, N, N))", "the input of `softmax`. Look at the logits"),
+    ("diffit", "diffit.TMSA.forward", "out = (attn @ v).transpose(1, 2).reshape(Bw, N, C)",
+     "out = (attn @ v).reshape(Bw, N, C)", "the input of `proj`. Look at merging the heads"),
+    ("diffit", "diffit.DiffiT.forward", "h = torch.cat([up(h), skips.pop()], dim=1)",
+     "h = torch.cat([up(h), skips.pop(0)], dim=1)", "skips.pop(0)"),
+]
+
+
+@pytest.mark.parametrize("module, name, old, new, says", LOCATED, ids=[f"{c[1]}: {c[3]}" for c in LOCATED])
+def test_a_wrong_step_is_located(tmp_path, module, name, old, new, says):
+    source = (SOLUTIONS_DIR / f"{module}.py").read_text()
+    assert old in source
+    (tmp_path / f"{module}.py").write_text(source.replace(old, new))
+    result = run_exercise(name, tmp_path)
+    assert not result.passed and says in result.message, result.message
+    assert not any(level in result.message for level in hint_levels(name)[1:])
+
+
+def test_tmsa_must_use_self_softmax_for_the_chapters_time_bias_variant(tmp_path):
+    """With torch.softmax, TMSA alone matches the reference, but the given TimeBiasAttention loses its time input."""
+    source = (SOLUTIONS_DIR / "diffit.py").read_text()
+    old = "attn = self.softmax(attn + bias.view(N, N, heads).permute(2, 0, 1))"
+    (tmp_path / "diffit.py").write_text(source.replace(old, old.replace("self.softmax(", "torch.softmax(")[:-1]
+                                                       + ", dim=-1)"))
+    result = run_exercise("diffit.TMSA.forward", tmp_path)
+    assert not result.passed and "self.softmax" in result.message, result.message
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Outside a notebook, an earlier chapter's unfinished exercises borrow the reference too (as setup() does)
+# ---------------------------------------------------------------------------------------------------------------
+def test_importing_a_later_chapter_borrows_the_reference_for_earlier_stubs_and_says_so_once(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(COURSE_DIR, tmp_path / "course", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(SOLUTIONS_DIR, tmp_path / "solutions", ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import torch\nimport course.uvit as u\nimport course.dit\n"
+            "m = u.create_uvit()\nprint(tuple(m.patch_embed(torch.zeros(1, 1, 8, 8)).shape))\n"
+            "from course.layers import timestep_embedding\n"
+            "print(tuple(timestep_embedding(torch.tensor([3]), 6).shape))\n"
+            "try:\n    m(torch.zeros(1, 1, 8, 8), torch.tensor([3]))\nexcept NotImplementedError as e:\n    print(e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "COURSE_SOLUTIONS"}
+    env["PYTHONPATH"] = str(tmp_path)
+    learner = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert learner.returncode == 0, learner.stderr
+    assert "(1, 16, 64)" in learner.stdout and "(1, 6)" in learner.stdout
+    assert "Exercise `uvit.UViT.forward` is not done yet" in learner.stdout, "the chapter's own exercise stays yours"
+    said = [line for line in learner.stderr.splitlines() if "reference stands in for" in line]
+    assert len(said) == 1 and "layers.timestep_embedding" in said[0] and "dit.DiTBlock.forward" in said[0], said
+    assert "uvit." not in said[0]
+    reference = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                               env={**env, "COURSE_SOLUTIONS": "1"})
+    assert reference.returncode == 0 and "stands in" not in reference.stderr + reference.stdout, reference.stderr

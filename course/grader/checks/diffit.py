@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from course.grader.checks.kit import (CheckFailed, check_denoiser, compare_forward, expect, expect_close, expect_tensor,
-                               exercise, mistake, random_pair, seeded, wrong_outputs)
+                                      exercise, mistake, name_a_raise, random_pair, seeded, wrong_outputs)
 from course.grader.checks.kit import hints
 
 
@@ -56,6 +56,14 @@ def _(x, window_size):
     return x.reshape(-1, window_size * window_size, x.shape[-1])
 
 
+@mistake("diffit.window_partition", "H and W are swapped in the reshape: x is (B, H, W, C), so the window rows "
+                                    "(H/ws) come before the window columns (W/ws)")
+def _(x, window_size):
+    B, H, W, C = x.shape
+    ws = window_size
+    return x.reshape(B, W // ws, ws, H // ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, C)
+
+
 @exercise("diffit.window_partition")
 def check_window_partition(impl, ref):
     for i, (shape, ws) in enumerate((((2, 8, 8, 3), 4), ((1, 4, 6, 5), 2), ((3, 4, 4, 2), 4), ((1, 6, 4, 1), 2))):
@@ -91,6 +99,14 @@ def _(windows, window_size, H, W):
 def _(windows, window_size, H, W):
     ws, C = window_size, windows.shape[-1]
     x = windows.reshape(-1, H // ws, W // ws, ws, ws, C).permute(0, 1, 4, 2, 3, 5)
+    return x.reshape(-1, H, W, C)
+
+
+@mistake("diffit.window_reverse", "H and W are swapped in the reshape: the windows come as (B, H/ws, W/ws, ws, ws, "
+                                  "C), window rows first")
+def _(windows, window_size, H, W):
+    ws, C = window_size, windows.shape[-1]
+    x = windows.reshape(-1, W // ws, H // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(-1, H, W, C)
 
 
@@ -244,6 +260,89 @@ def _(self, x, temb):
     return _tmsa(self, x, temb, scale=False)
 
 
+def _tmsa_heads(self, x, temb, *, split="3hd", scale=None, softmax="module"):
+    """TMSA as the reference computes it, with the head split, the scale or the softmax done another way."""
+    B, H, W, C = x.shape
+    ws, heads = self.window_size, self.num_heads
+    windows = _partition_by_loops(x, ws)
+    Bw, N, _ = windows.shape
+    qkv = self.qkv(windows)
+    if temb is not None and self.qkv_temb is not None:
+        qkv = qkv + self.qkv_temb(temb).repeat_interleave(Bw // B, dim=0)[:, None]
+    if split == "3hd":
+        q, k, v = qkv.reshape(Bw, N, 3, heads, C // heads).permute(2, 0, 3, 1, 4)
+    else:
+        q, k, v = qkv.reshape(Bw, N, heads, 3, C // heads).permute(3, 0, 2, 1, 4)
+    bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)].reshape(N, N, heads)
+    bias = bias.permute(2, 0, 1)
+    if softmax == "sdpa":
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    else:
+        logits = q @ k.transpose(-2, -1) * (self.scale if scale is None else scale) + bias
+        out = (torch.softmax(logits, dim=-1) if softmax == "torch" else self.softmax(logits)) @ v
+    return _reverse_by_loops(self.proj(out.transpose(1, 2).reshape(Bw, N, C)), ws, H, W)
+
+
+@mistake("diffit.TMSA.forward", "q, k and v are split as (heads, 3, head_dim): the 3·C channels of qkv are q, k, v "
+                                "side by side, each then split into heads: (3, heads, head_dim)")
+def _(self, x, temb):
+    return _tmsa_heads(self, x, temb, split="h3d")
+
+
+@mistake("diffit.TMSA.forward", "the logits are scaled by 1/√C (the whole width) instead of 1/√head_dim "
+                                "(self.scale)")
+def _(self, x, temb):
+    return _tmsa_heads(self, x, temb, scale=x.shape[-1] ** -0.5)
+
+
+@mistake("diffit.TMSA.forward", "the probabilities come from torch.softmax instead of self.softmax",
+         says="never passes the attention logits through `self.softmax`")
+def _(self, x, temb):
+    return _tmsa_heads(self, x, temb, softmax="torch")
+
+
+@mistake("diffit.TMSA.forward", "F.scaled_dot_product_attention computes its own softmax",
+         says="never passes the attention logits through `self.softmax`")
+def _(self, x, temb):
+    return _tmsa_heads(self, x, temb, softmax="sdpa")
+
+
+TMSA_STEPS = {
+    "qkv": "the windows: window_partition(x, ws) gives (B·nW, ws², C), image by image",
+    "qkv_temb": "the time token: temb as it is given, one row per image",
+    "softmax": "the logits: how q, k, v are split into heads ((3, heads, head_dim) order of the 3C channels), the "
+               "time term added to qkv before the split (repeated over each image's consecutive windows), the "
+               "1/√head_dim scale, and the bias B[h, i, j] = table[index[i, j], h]",
+    "proj": "merging the heads: attn @ v, then the heads side by side again, (B·nW, N, heads·head_dim)",
+    "*": "window_reverse of proj's output, back to (B, H, W, C)",
+}
+
+
+def _expect_softmax_used(mine, theirs, x, temb, what: str) -> None:
+    """TMSA's probabilities must pass through `self.softmax`: the chapter's attention views hook into it, and the
+    given TimeBiasAttention adds its time bias there."""
+    seen = {}
+
+    def grab(key):
+        return lambda module, args, out: seen.setdefault(key, out.detach().clone())
+
+    handles = [mine.softmax.register_forward_hook(grab("mine")), theirs.softmax.register_forward_hook(grab("ref"))]
+    try:
+        with torch.no_grad():
+            _call(mine, x, temb, what=what)
+            theirs(x, temb)
+    finally:
+        for h in handles:
+            h.remove()
+    if "mine" not in seen:
+        raise CheckFailed(f"{what} never passes the attention logits through `self.softmax` (torch.softmax, "
+                          "F.softmax or F.scaled_dot_product_attention instead?). The chapter relies on it: its "
+                          "attention views hook into self.softmax, and the given TimeBiasAttention adds its time "
+                          "bias there. Use attn = self.softmax(logits).")
+    expect_close(seen["mine"], seen["ref"], what=f"the attention probabilities that {what} passes through "
+                 "self.softmax (B·nW, heads, N, N)")
+
+
 def _plain_windowed_attention(attn, x):
     """Independent plain windowed attention (no time), window by window with F.scaled_dot_product_attention."""
     B, H, W, C = x.shape
@@ -276,8 +375,9 @@ def check_tmsa_forward(impl, ref):
         mine, theirs = random_pair(impl.TMSA, ref.TMSA, D, td, heads, ws, seed=30 + i, std=0.3)
         with seeded(40 + i):
             x, temb = torch.randn(B, H, W, D), torch.randn(B, td)
-        compare_forward(mine, theirs, (x, temb), exercise="diffit.TMSA.forward",
-                        what=f"TMSA(dim={D}, heads={heads}, ws={ws}) on x {(B, H, W, D)}")
+        what = f"TMSA(dim={D}, heads={heads}, ws={ws}) on x {(B, H, W, D)}"
+        compare_forward(mine, theirs, (x, temb), exercise="diffit.TMSA.forward", what=what, steps=TMSA_STEPS)
+        _expect_softmax_used(mine, theirs, x, temb, what)
         # With the time projections zeroed, TMSA is plain windowed attention (computed here window by window).
         with torch.no_grad():
             mine.qkv_temb.weight.zero_()
@@ -296,6 +396,17 @@ def check_tmsa_forward(impl, ref):
     with torch.no_grad():
         expect_close(theirs(x, None), _plain_windowed_attention(theirs, x), what="the reference without time",
                      atol=1e-5)
+    # The chapter's given TimeBiasAttention is your TMSA.forward with temb=None plus a time bias added in
+    # self.softmax: its output must match the reference's and change with the time token.
+    mine, theirs = random_pair(impl.TimeBiasAttention, ref.TimeBiasAttention, 8, 6, 2, 2, seed=53)
+    with seeded(54):
+        x, temb = torch.randn(2, 4, 4, 8), torch.randn(2, 6)
+    what = "the given TimeBiasAttention (your TMSA.forward, its time bias added inside self.softmax)"
+    with torch.no_grad():
+        got, later = _call(mine, x, temb, what=what), _call(mine, x, temb + 1.0, what=what)
+        expect(not torch.allclose(got, later), f"{what}: the output does not change with the time token, so the "
+               "time bias never reaches the attention. Hint: compute the probabilities with self.softmax(...).")
+        expect_close(got, theirs(x, temb), what=what)
     return ("matches the reference forward and backward (atol 1e-5) for 8×8 (4 windows), 4×4 (one window, batch 1) "
             "and 4×6 (6 windows, 3 heads); with its time projections zeroed it equals plain windowed attention "
             "computed window by window; temb=None works.")
@@ -333,6 +444,21 @@ def _(self, x, temb):
     return x + self.mlp(self.norm2(x))
 
 
+@mistake("diffit.DiffiTBlock.forward", "norm2 is missing: the MLP reads x̂ itself, not LN(x̂) (Eq 8)")
+def _(self, x, temb):
+    x = x + self.attn(self.norm1(x), temb)
+    return x + self.mlp(x)
+
+
+DIFFIT_BLOCK_STEPS = {
+    "norm1": "the block's input x, channels-last (B, H, W, C)",
+    "attn": "what TMSA reads: LN(x) from norm1, and the time token temb",
+    "norm2": "the MLP branch: it reads norm2 of x̂ = TMSA(LN(x), x_t) + x (Eq 8)",
+    "mlp": "what the MLP reads: norm2 of x̂, the tokens after the attention's residual sum",
+    "*": "the residual sums: out = MLP(LN(x̂)) + x̂",
+}
+
+
 @exercise("diffit.DiffiTBlock.forward")
 def check_diffit_block_forward(impl, ref):
     for i, (B, H, W, D, heads, ws, td) in enumerate(TMSA_CASES):
@@ -340,7 +466,8 @@ def check_diffit_block_forward(impl, ref):
         with seeded(70 + i):
             x, temb = torch.randn(B, H, W, D), torch.randn(B, td)
         compare_forward(mine, theirs, (x, temb), exercise="diffit.DiffiTBlock.forward",
-                        what=f"DiffiTBlock(D={D}, heads={heads}, ws={ws}) on x {(B, H, W, D)}")
+                        what=f"DiffiTBlock(D={D}, heads={heads}, ws={ws}) on x {(B, H, W, D)}",
+                        steps=DIFFIT_BLOCK_STEPS)
     return "matches the reference forward and backward (atol 1e-5) on three shapes incl. batch 1 and 4×6 maps."
 
 
@@ -384,6 +511,22 @@ def _(self, x, temb):
     return _channels_last(self.block, h, temb) + x
 
 
+@mistake("diffit.DiffiTResBlock.forward", "H and W are swapped on the way to channels-last: (B, C, H, W) -> "
+                                          "(B, H, W, C) is permute(0, 2, 3, 1), and back permute(0, 3, 1, 2)")
+def _(self, x, temb):
+    h = self.conv(F.silu(self.norm(x)))
+    return self.block(h.permute(0, 3, 2, 1), temb).permute(0, 3, 2, 1) + self.skip(x)
+
+
+RESBLOCK_STEPS = {
+    "norm": "the block's input x",
+    "conv": "Eq 9: the conv reads SiLU(GN(x))",
+    "block": "the DiffiT block's input: the conv's output moved channels-last, (B, H, W, C_out), and the time token",
+    "skip": "the outer residual: skip (a 1×1 conv or the identity) reads the block's input x",
+    "*": "Eq 10: the block's output moved back to (B, C_out, H, W), plus skip(x)",
+}
+
+
 @exercise("diffit.DiffiTResBlock.forward")
 def check_diffit_resblock_forward(impl, ref):
     cases = ((2, 8, 8, 8, 8, 2, 4, 12), (1, 4, 4, 16, 8, 1, 4, 8), (3, 4, 6, 8, 16, 2, 2, 6))
@@ -393,7 +536,8 @@ def check_diffit_resblock_forward(impl, ref):
         with seeded(90 + i):
             x, temb = torch.randn(B, cin, H, W), torch.randn(B, td)
         compare_forward(mine, theirs, (x, temb), exercise="diffit.DiffiTResBlock.forward",
-                        what=f"DiffiTResBlock({cin} -> {cout} channels, ws={ws}) on x {(B, cin, H, W)}")
+                        what=f"DiffiTResBlock({cin} -> {cout} channels, ws={ws}) on x {(B, cin, H, W)}",
+                        steps=RESBLOCK_STEPS)
     return ("matches the reference forward and backward (atol 1e-5): 8 -> 8 channels, 16 -> 8 (the 1×1 skip), "
             "8 -> 16 on a 4×6 map, batch 1 to 3.")
 
@@ -401,7 +545,7 @@ def check_diffit_resblock_forward(impl, ref):
 # ---------------------------------------------------------------------------------------------------------------
 # DiffiT.forward
 # ---------------------------------------------------------------------------------------------------------------
-def _unet(self, x, t, y, *, label=True, time=True, skip_order="h_first", skips=True):
+def _unet(self, x, t, y, *, label=True, time=True, skip_order="h_first", skips=True, pop_last=True):
     y = torch.full_like(t, self.num_classes) if y is None else y
     temb = (self.t_embedder(t) if time else 0) + (self.y_embedder(y) if label else 0)
     h = self.tokenizer(x)
@@ -413,7 +557,7 @@ def _unet(self, x, t, y, *, label=True, time=True, skip_order="h_first", skips=T
             kept.append(h)
             h = self.downsample[level](h)
     for up, blocks in zip(self.upsample, self.decoder):
-        u, s = up(h), kept.pop()
+        u, s = up(h), kept.pop() if pop_last else kept.pop(0)
         s = s if skips else torch.zeros_like(s)
         h = torch.cat([u, s] if skip_order == "h_first" else [s, u], dim=1)
         for block in blocks:
@@ -443,6 +587,31 @@ def _(self, x, t, y=None):
     return _unet(self, x, t, y, skips=False)
 
 
+@mistake("diffit.DiffiT.forward", "the skips are taken first in, first out (skips.pop(0)): going up, each level "
+                                  "needs the encoder output of its own resolution, the last one kept (skips.pop())")
+def _(self, x, t, y=None):
+    return _unet(self, x, t, y, pop_last=False)
+
+
+def _diffit_steps(model) -> dict[str, str]:
+    steps = {"t_embedder": "the timesteps t as given", "y_embedder": "the labels: y, the null class num_classes "
+             "where y is None", "tokenizer": "the image x as given", "head": "the last decoder block's output",
+             "*": "the output: head's result is returned as it is"}
+    for i, blocks in enumerate(model.encoder):
+        for j in range(len(blocks)):
+            steps[f"encoder.{i}.{j}"] = (f"encoder level {i}: its blocks run one after the other on h, each with "
+                                         "the time token t_embedder(t) + y_embedder(y)")
+    for i in range(len(model.downsample)):
+        steps[f"downsample.{i}"] = f"the end of encoder level {i}: keep h as its skip, then downsample it"
+    for j, blocks in enumerate(model.decoder):
+        steps[f"upsample.{j}"] = "the bottom of the U, or the previous decoder level's output"
+        steps[f"decoder.{j}.0"] = (f"decoder level {j}: cat([upsample(h), skip], dim=1) with the skip of the same "
+                                   "resolution (the last one kept)")
+        for k in range(1, len(blocks)):
+            steps[f"decoder.{j}.{k}"] = f"decoder level {j}: its blocks run one after the other"
+    return steps
+
+
 DIFFIT_CASES = (  # (config, input shape)
     (dict(img_size=8, channels=(8, 16), depths=(1, 1), window_size=4, num_heads=2, time_dim=12), (2, 1, 8, 8)),
     (dict(img_size=8, channels=(8, 16, 16), depths=(1, 2, 1), window_size=2, num_heads=2, time_dim=8), (1, 1, 8, 8)),
@@ -464,9 +633,10 @@ def check_diffit_forward(impl, ref):
             x = torch.randn(*shape)
             t = torch.randint(0, 1000, (shape[0],))
             y = torch.randint(0, nc + 1, (shape[0],))
-        check_denoiser(mine, theirs, x, t, y, exercise="diffit.DiffiT.forward", num_classes=nc,
-                       what=f"DiffiT(channels={cfg['channels']}, depths={cfg['depths']}, ws={cfg['window_size']}) "
-                            f"on {shape}")
+        what = f"DiffiT(channels={cfg['channels']}, depths={cfg['depths']}, ws={cfg['window_size']}) on {shape}"
+        name_a_raise("diffit.DiffiT.forward", mine, theirs, (x, t, y), what)
+        check_denoiser(mine, theirs, x, t, y, exercise="diffit.DiffiT.forward", num_classes=nc, what=what,
+                       steps=_diffit_steps(theirs))
     return ("matches the reference forward and backward (atol 1e-5) for 2 and 3 levels, 1 and 2 blocks per level, "
             "windows 4 and 2, a 4×8 RGB input; y=None is the null class; depends on t and y.")
 

@@ -28,8 +28,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import inspect
 import linecache
 import re
+import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +46,7 @@ from course.grader.grading import CheckFailed, registry
 __all__ = ["CheckFailed", "exercise", "expect", "expect_tensor", "expect_close", "describe", "seeded", "patched",
            "randomize", "build_pair", "random_pair", "compare_forward", "check_denoiser", "Mistake", "mistake",
            "mistake_edit", "mistakes", "all_mistakes", "wrong_outputs", "hints", "hint_levels", "first_hint",
-           "trace_calls", "first_difference"]
+           "trace_calls", "first_difference", "name_a_raise"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -134,7 +136,7 @@ def _raised_in_learners_file(name: str, e: Exception, impl) -> str | None:
     frame, lineno = frames[-1]
     code = linecache.getline(frame.f_code.co_filename, lineno).strip()
     shapes = _shapes_of(re.findall(r"[A-Za-z_]\w*", code), frame.f_locals)
-    first = (str(e).strip().splitlines() or [""])[0][:240]
+    first = (str(e).strip().splitlines() or [""])[0][:240].rstrip(".")
     return (f"{name}: your code raised {type(e).__name__}: {first}, at {target.name} line {lineno}: `{code}`"
             + (f"; there {', '.join(shapes)}" if shapes else "") + ".")
 
@@ -345,8 +347,6 @@ def trace_calls(model: nn.Module, names, inputs: tuple, *, method: str = "forwar
     handles = []
 
     def watch(name, module):
-        import inspect
-
         try:
             params = list(inspect.signature(module.forward).parameters)
         except (TypeError, ValueError):
@@ -391,10 +391,11 @@ def first_difference(mine: nn.Module, ref: nn.Module, inputs: tuple, steps: dict
     what to look at when that step's input differs) record both runs, compared call by call in the reference's order.
     Returns a sentence ("the first step that differs: the input of `attn` ...: look at ...") or None when every
     watched call agrees (the fault is after the last one) or nothing could be traced."""
-    want, error = trace_calls(ref, list(steps), inputs, method=method, seed=seed, kwargs=kwargs)
+    names = [n for n in steps if n != "*"]
+    want, error = trace_calls(ref, names, inputs, method=method, seed=seed, kwargs=kwargs)
     if error is not None or not want:
         return None
-    got, _ = trace_calls(mine, list(steps), inputs, method=method, seed=seed, kwargs=kwargs)
+    got, _ = trace_calls(mine, names, inputs, method=method, seed=seed, kwargs=kwargs)
     by_key = {(c.name, c.index): c for c in got}
     total = {}
     for c in want:
@@ -423,7 +424,35 @@ def first_difference(mine: nn.Module, ref: nn.Module, inputs: tuple, steps: dict
     if extra:
         return f"The first step that differs: your code calls `{extra[0].name}` more often than the reference " \
                f"({total.get(extra[0].name, 0)} time(s)). Look at {steps[extra[0].name]}."
+    if "*" in steps:
+        return f"Every watched step ({', '.join(f'`{n}`' for n in dict.fromkeys(c.name for c in want))}) agrees " \
+               f"with the reference; what differs comes after `{want[-1].name}`. Look at {steps['*']}."
     return None
+
+
+def name_a_raise(exercise: str, mine: nn.Module, ref: nn.Module, inputs: tuple, what: str) -> None:
+    """Run the learner's module once; if it raises and a declared mistake of `exercise` raises the same error on the
+    same inputs (some mistakes fail loudly, e.g. a skip of the wrong resolution), fail naming that mistake, with the
+    line of the learner's file where it happened. Any other exception goes on to the check's own handling."""
+    try:
+        with seeded(0), torch.no_grad():
+            mine(*inputs)
+    except Exception as e:  # noqa: BLE001 - the learner's error, to be named when we recognise it
+        for m in mistakes(exercise):
+            if m.code is None:
+                continue
+            try:
+                with seeded(0), torch.no_grad():
+                    m.code(ref, *inputs)
+            except Exception as wrong:  # noqa: BLE001
+                if type(wrong) is type(e) and str(wrong) == str(e):
+                    module = sys.modules.get(type(mine).__module__)
+                    where = _raised_in_learners_file(exercise, e, module) if module is not None else None
+                    where = where.split(", at ", 1)[1].rstrip(".") if where and ", at " in where else ""
+                    raise CheckFailed(f"{what} raised {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                                      + (f" (at {where})" if where else "")
+                                      + f". This looks like a common mistake: {m.name}.") from None
+        raise
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -549,12 +578,12 @@ def compare_forward(mine: nn.Module, ref: nn.Module, inputs: tuple, *, exercise:
 
 def check_denoiser(mine: nn.Module, ref: nn.Module, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, *,
                    exercise: str, num_classes: int | None, what: str, hint: str = "", atol: float = 1e-5,
-                   rtol: float = 1e-4, seed: int = 0, null_label: bool = True):
+                   rtol: float = 1e-4, seed: int = 0, null_label: bool = True, steps: dict[str, str] | None = None):
     """The checks every denoiser ε_θ(x_t, t, y) shares: forward and backward match the reference (declared mistakes
     named); `y=None` is the null class `num_classes` (when `null_label`); the output depends on t, and on y when
     class-conditional. Returns the reference output."""
     want = compare_forward(mine, ref, (x, t, y), exercise=exercise, what=what, hint=hint, atol=atol, rtol=rtol,
-                           seed=seed)
+                           seed=seed, steps=steps)
     with torch.no_grad():
         if num_classes and null_label:
             with seeded(seed):

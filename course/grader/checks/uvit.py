@@ -6,30 +6,10 @@ mistake below is one plausible wrong version, run on the same inputs so that the
 """
 import torch
 
-from course.grader.checks.kit import (CheckFailed, check_denoiser, compare_forward, exercise, mistake, mistakes,
-                               random_pair, seeded)
+from course.grader.checks.kit import (check_denoiser, compare_forward, exercise, mistake, name_a_raise, random_pair,
+                                      seeded)
 from course.grader.checks.kit import hints
 from course.grader.exercises import reference_module
-
-
-def _name_a_raise(exercise_name: str, mine, ref, inputs: tuple, what: str):
-    """Run the learner's module; if it raises, and a declared wrong version raises the same error on the same
-    inputs, say which mistake it is (some mistakes, like forgetting to drop the extra tokens, fail loudly)."""
-    try:
-        with seeded(0), torch.no_grad():
-            mine(*inputs)
-    except Exception as e:  # noqa: BLE001 - the learner's error, to be named when we recognise it
-        for m in mistakes(exercise_name):
-            if m.code is None:
-                continue
-            try:
-                with seeded(0), torch.no_grad():
-                    m.code(ref, *inputs)
-            except Exception as wrong:  # noqa: BLE001
-                if type(wrong) is type(e) and str(wrong) == str(e):
-                    raise CheckFailed(f"{what} raised {type(e).__name__}: {str(e).splitlines()[0][:200]}. This "
-                                      f"looks like a common mistake: {m.name}.") from None
-        raise
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -62,11 +42,30 @@ def _(self, x, skip=None):
     return x + self.mlp(self.norm2(x))
 
 
+@mistake("uvit.UViTBlock.forward", "norm2 is missing: the MLP reads the raw tokens (x + mlp(norm2(x)))")
+def _(self, x, skip=None):
+    if self.skip_linear is not None:
+        x = self.skip_linear(torch.cat([x, skip], dim=-1))
+    x = x + self.attn(self.norm1(x))
+    return x + self.mlp(x)
+
+
 @mistake("uvit.UViTBlock.forward", "skip_linear is applied after the attention and the MLP instead of first")
 def _(self, x, skip=None):
     h = x + self.attn(self.norm1(x))
     h = h + self.mlp(self.norm2(h))
     return self.skip_linear(torch.cat([h, skip], dim=-1)) if self.skip_linear is not None else h
+
+
+BLOCK_STEPS = {  # submodule -> what to look at when the input it gets first differs from the reference's
+    "skip_linear": "the fusion of the long skip: skip_linear reads the concatenation [x, skip] along the channels",
+    "norm1": "the attention branch: it reads norm1 of the block's tokens (the fused ones in an out-block: "
+             "skip_linear's output replaces x)",
+    "attn": "what the attention reads: norm1 of the tokens",
+    "norm2": "the MLP branch: it reads norm2 of the tokens after the attention's residual sum",
+    "mlp": "what the MLP reads: norm2 of the tokens after the attention's residual sum",
+    "*": "the residual sums: each branch's output is added to the tokens it read from",
+}
 
 
 @exercise("uvit.UViTBlock.forward")
@@ -80,7 +79,7 @@ def check_UViTBlock_forward(impl, ref):
         inputs = (x, s) if skip else (x,)
         kind = "an out-block (skip=True)" if skip else "a block without skip_linear"
         compare_forward(mine, theirs, inputs, exercise="uvit.UViTBlock.forward",
-                        what=f"UViTBlock(dim={dim}, heads={heads}), {kind}, on x {(B, L, dim)}")
+                        what=f"UViTBlock(dim={dim}, heads={heads}), {kind}, on x {(B, L, dim)}", steps=BLOCK_STEPS)
     return ("outputs and gradients match with and without a long skip (batch 1 and a single token too; "
             "atol 1e-5).")
 
@@ -167,6 +166,29 @@ def _(self, x, t, y=None):
     return _uvit(self, x, t, y, push_output=False)
 
 
+def _uvit_steps(depth: int) -> dict[str, str]:
+    half = depth // 2
+    steps = {
+        "patch_embed": "the image given to patch_embed: x as it came in",
+        "time_embed": "the time token's input: the sinusoid timestep_embedding(t, D) of width D",
+        "label_emb": "the labels: y as given, the null label self.num_classes where y is None",
+        "in_blocks.0": "the token sequence: [label, time, patch tokens] in that order, then + pos_embed (which covers "
+                       "the extra tokens too)",
+        "mid_block": "the in-blocks: each one's output is the next one's input",
+        "norm": "the end of the network: the last out-block's tokens go through norm, then decoder_pred",
+        "decoder_pred": "what decoder_pred reads: norm of the last out-block's tokens",
+        "final_layer": "the image given to the 3×3 conv: decoder_pred's tokens without the self.extras condition "
+                       "tokens at the front, unpatchified to (B, C, H, W)",
+        "*": "the output: final_layer's result is returned as it is",
+    }
+    for i in range(1, half):
+        steps[f"in_blocks.{i}"] = "the in-blocks: each one's output is the next one's input"
+    for i in range(half):
+        steps[f"out_blocks.{i}"] = (f"the long skips: out_blocks.{i} takes the output of in_blocks.{half - 1 - i} "
+                                    "(the skips form a stack, last in, first out) and the previous block's output")
+    return steps
+
+
 @exercise("uvit.UViT.forward")
 def check_UViT_forward(impl, ref):
     configs = [
@@ -191,9 +213,9 @@ def check_UViT_forward(impl, ref):
                 + (f"num_classes={cfg['num_classes']}" if y is not None else "unconditional")
                 + (", time MLP" if cfg.get("mlp_time_embed") else "") + (", no conv" if cfg.get("conv") is False
                                                                         else "") + f") on {tuple(x.shape)}")
-        _name_a_raise("uvit.UViT.forward", mine, theirs, (x, t, y), what)
+        name_a_raise("uvit.UViT.forward", mine, theirs, (x, t, y), what)
         check_denoiser(mine, theirs, x, t, y, exercise="uvit.UViT.forward", num_classes=theirs.num_classes,
-                       what=what)
+                       what=what, steps=_uvit_steps(cfg["depth"]))
     return ("outputs and gradients match for patch 1, 2 and 4, 1 and 3 channels, with and without labels, time MLP "
             "and output conv, batch 1 to 3; y=None is the null label; the output depends on t and y (atol 1e-5).")
 
