@@ -107,14 +107,14 @@ class TMSA(nn.Module):
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
         """x: (B, H, W, C) channels-last, temb: (B, temb_dim) time tokens (or None) -> (B, H, W, C).
 
-        1. `window_partition` x into (B·nW, N, C) windows, N = ws²;
-        2. q, k, v = `qkv`(windows) + `qkv_temb`(temb) (Eqs 3-5): one time token per *image*, added to every token
-           of each of its nW windows, and added *before* the split into heads (skip the time term when temb is None
-           or `qkv_temb` is None: plain windowed attention);
-        3. split into heads, (B·nW, heads, N, head_dim) each, in the order (3, heads, head_dim) of the 3·C channels;
-        4. attention = `softmax`(q kᵀ · scale + B) v (Eq 6), B[h, i, j] = relative_position_bias_table[
-           relative_position_index[i, j], h]; use `self.softmax` (the chapter's attention views hook into it);
-        5. merge the heads, `proj`, and `window_reverse` to (B, H, W, C).
+        Multi-head self-attention inside each ws × ws window (`window_partition`, `window_reverse`), Eqs 3-6:
+        q = x_s W_qs + x_t W_qt, likewise k and v, where the spatial projections come from `qkv` and the time
+        projections from `qkv_temb` (one time token per image, for every token of its windows); then
+        softmax(q kᵀ / √head_dim + B) v per head, B[h, i, j] = relative_position_bias_table[
+        relative_position_index[i, j], h], the heads merged back and projected by `proj`. Official conventions:
+        the 3·C channels of `qkv` and of `qkv_temb` are (q, k, v), each split into (heads, head_dim); the
+        probabilities come from `self.softmax` (the chapter's attention views and TimeBiasAttention rely on it);
+        temb None (or no `qkv_temb`) means no time term. `hint("diffit.TMSA.forward")` when stuck.
         """
         raise NotImplementedError('Exercise `diffit.TMSA.forward` is not done yet: write it in course/diffit.py (book/05_diffit.ipynb, section "Exercise: diffit.TMSA.forward").')
 
@@ -261,10 +261,10 @@ class DiffiT(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, C, H, W), t: (B,), y: (B,) labels or None (the null class) -> ε̂: (B, C, H, W).
 
-        temb = t_embedder(t) + y_embedder(y); h = tokenizer(x); for each encoder level: its ResBlocks (each
-        called as block(h, temb)), then, except at the bottom, keep h as that level's skip and `downsample`. For
-        each decoder level (bottom up): `upsample`, concatenate [h, skip of that level] along the channels, its
-        ResBlocks. Finally `head`.
+        Figure 4 with the class docstring's choices: the time token temb = t_embedder(t) + y_embedder(y) reaches
+        every ResBlock as block(h, temb); the encoder levels hand their outputs, one per resolution above the
+        bottom, to the decoder levels of the same resolution, which concatenate [upsampled h, that output] along the
+        channels; `tokenizer` first, `head` last. `hint("diffit.DiffiT.forward")` when stuck.
         """
         raise NotImplementedError('Exercise `diffit.DiffiT.forward` is not done yet: write it in course/diffit.py (book/05_diffit.ipynb, section "Exercise: diffit.DiffiT.forward").')
 

@@ -149,13 +149,13 @@ class UViT(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, C, H, W) with H = W = img_size, t: (B,) timesteps, y: (B,) labels or None -> ε̂ (B, C, H, W).
 
-        1. tokens: `patch_embed(x)` (B, N, D); the time token `time_embed(timestep_embedding(t, D))` (B, 1, D);
-           when class-conditional, the label token `label_emb(y)` (B, 1, D), with y=None meaning the null label
-           `self.num_classes`; concatenated as [label, time, patches], then `+ pos_embed`;
-        2. each in-block, its output pushed on a stack; the mid block; each out-block with the skip popped from
-           the stack (`block(x, skip)`), so the first out-block meets the last in-block;
-        3. `norm`, `decoder_pred` (B, extras + N, p·p·C), drop the `self.extras` condition tokens at the front,
-           `unpatchify` to (B, C, H, W), and `final_layer`.
+        The official conventions (the module docstring draws them): every input is a token, the time token from
+        `time_embed` on the sinusoid of width D and, when class-conditional, the label token from `label_emb`
+        (y=None is the null label `self.num_classes`), in the order [label, time, patches], with `pos_embed`
+        (1, extras + N, D) over all of them; the long skips pair the i-th in-block with the i-th out-block from the
+        middle outwards (the first out-block meets the last in-block), given as `block(x, skip)`; `norm` and
+        `decoder_pred` decode every token, only the N patch tokens become the image, and `final_layer` works on
+        the image. `hint("uvit.UViT.forward")` when stuck.
         """
         raise NotImplementedError('Exercise `uvit.UViT.forward` is not done yet: write it in course/uvit.py (book/03_uvit.ipynb, section "Exercise: uvit.UViT.forward").')
 
