@@ -53,7 +53,7 @@ def cmd_check(args) -> int:
 
 def _check_sandboxed(args, names) -> int:
     """`check --impl DIR --json`: the submission's code runs in sandboxed children (see course/grader/sandbox.py)."""
-    from course.grader.sandbox import Grader, GraderProblem, kill_children, set_subreaper
+    from course.grader.sandbox import Grader, kill_children, set_subreaper
 
     set_subreaper()
     grader = None
@@ -62,8 +62,8 @@ def _check_sandboxed(args, names) -> int:
                         allow_processes=args.allow_processes)
         rows = grader.grade(args.impl, on_row=lambda r: print(json.dumps(r.as_dict()), flush=True))
         problems = list(grader.problems)
-    except GraderProblem as e:
-        print(f"grading failed: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - the grader's own failure: exit 3, never a traceback as a verdict
+        print(f"grading failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 3
     finally:
         if grader is not None:
@@ -111,6 +111,7 @@ def class_summary(rows_by_submission: dict, names: list[str]) -> dict:
         failures = Counter(r.message[:160] for r in rows if not r.passed)
         common = failures.most_common(1)
         summary[name] = {"graded": len(rows), "passed": sum(r.passed for r in rows),
+                         "flagged": sum(bool(getattr(r, "flags", None)) for r in rows),
                          "flagged": sum(bool(getattr(r, "flags", None)) for r in rows),
                          "pass_rate": round(sum(r.passed for r in rows) / len(rows), 4) if rows else None,
                          "common_failure": common[0][0] if common else "",
@@ -222,6 +223,10 @@ def cmd_grade(args) -> int:
         for name, s in summary.items():
             rate = "-" if s["pass_rate"] is None else f"{s['pass_rate']:.0%}"
             print(f"  {name:<34} {rate:>5}  {clean_text(s['common_failure'], 90)}")
+        flagged = {name: s["flagged"] for name, s in summary.items() if s["flagged"]}
+        if flagged:
+            print("copy flags (code that reads the reference or the grader, or equals the reference; see the CSV's "
+                  "flags column): " + ", ".join(f"{name} {n}" for name, n in flagged.items()))
         flagged = {name: s["flagged"] for name, s in summary.items() if s["flagged"]}
         if flagged:
             print("copy flags (code that reads the reference or the grader, or equals the reference; see the CSV's "

@@ -380,8 +380,31 @@ def _class(tmp: Path) -> tuple[dict, dict]:
             with open(f"fill-{i}.bin", "wb") as f:
                 f.write(bytes(8 << 20))
         """), {"diffusion.q_sample": (False, "MB on disk")})
-    # The reference reached from the child: still passes (see the README), but flagged for the instructor.
-    add("imports_reference", "from solutions.diffusion import *  # noqa\n")
+    # The reference of the module under test is not readable in the child: importing, exec'ing, unmarshalling it fail.
+    add("imports_reference", "from solutions.diffusion import *  # noqa\n",
+        {e: (False, "could not be imported") for e in everything})
+    snapshot = "os.path.dirname(os.path.dirname(course.__file__))"
+    add("execs_reference", _q(f"""
+        import course, os
+        path, ns = os.path.join({snapshot}, "solutions", "diffusion.py"), {{}}
+        exec(compile(open(path).read(), path, "exec"), ns)
+        return ns["q_sample"](x0, t, noise, alphas_cumprod)
+        """), {"diffusion.q_sample": (False, "PermissionError")})
+    add("unmarshals_reference", _q(f"""
+        import course, marshal, os, sys
+        name = f"diffusion.cpython-{{sys.version_info[0]}}{{sys.version_info[1]}}.pyc"
+        ns = {{}}
+        exec(marshal.loads(open(os.path.join({snapshot}, "solutions", "__pycache__", name), "rb").read()[16:]), ns)
+        return ns["q_sample"](x0, t, noise, alphas_cumprod)
+        """), {"diffusion.q_sample": (False, "PermissionError")})
+    add("imports_reference_by_path", _q(f"""
+        import course, importlib.util, os
+        spec = importlib.util.spec_from_file_location("copy", os.path.join({snapshot}, "solutions", "diffusion.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.q_sample(x0, t, noise, alphas_cumprod)
+        """), {"diffusion.q_sample": (False, "PermissionError")})
+    # The reference found in memory: still passes (see the README), but flagged for the instructor.
     add("walks_frames", _q("""
         import sys
         frame = sys._getframe(1)
@@ -726,3 +749,14 @@ def test_copy_flags_name_what_reads_or_repeats_the_reference():
     assert copy_flags(exec_path, "diffusion", names)["diffusion.q_sample"] == ["imports-reference", "introspection"]
     assert copy_flags(exec_path, "diffusion", names)["diffusion.cfg_eps"] == []
     assert copy_flags("def q_sample(:\n", "diffusion", names) == {n: [] for n in names}
+
+
+def test_a_child_left_without_a_result_by_the_disk_or_the_grader_is_not_the_learners_failure(tmp_path):
+    from course.grader.sandbox import _GRADER_FAILED, Grader
+
+    ours = Grader._our_failure
+    assert "file system was (nearly) full" in ours(None, {"code": 0, "low_disk": True}, None)
+    assert "grader's own code failed" in ours(None, {"code": _GRADER_FAILED}, None)
+    assert ours(None, {"code": 0}, None) == ""  # os._exit(0) in the learner's code: its own failure
+    assert ours(None, {"code": 0, "low_disk": True}, {"mode": "learner"}) == ""  # a result came back
+    assert ours(None, {"killed": True, "low_disk": True}, None) == ""  # stopped at the time limit

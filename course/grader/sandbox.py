@@ -534,11 +534,27 @@ def _hook_kit() -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # The zygote and its children (trusted code; runs from the read-only snapshot)
 # ---------------------------------------------------------------------------------------------------------------
-def _readable_roots(snapshot: str) -> list[str]:
+def _readable_roots(snapshot: str, fence: str | None = None) -> list[str]:
+    """What a child may read. With `fence` (the module under test), the snapshot's `solutions/` is readable only
+    file by file, and not that module's reference (`<fence>.py`, its bytecode): the learner's code cannot import,
+    exec or unmarshal the reference it is compared with (the other modules' references stay readable, since the
+    learner's file imports them)."""
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, snapshot,
              os.path.dirname(os.path.realpath(sys.executable))}
     roots.update(p for p in sys.path if p and os.path.isdir(p))
     roots.update(["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/proc", "/sys", "/dev"])
+    if fence is not None:
+        top = os.path.realpath(snapshot)
+        roots = {r for r in roots if os.path.commonpath([os.path.realpath(r), top]) != top}
+        roots.update(os.path.join(snapshot, d) for d in ("course", "extra"))
+        solutions = os.path.join(snapshot, "solutions")
+        for folder in (solutions, os.path.join(solutions, "__pycache__")):
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                continue
+            roots.update(os.path.join(folder, n) for n in names if n.split(".", 1)[0] != fence
+                         and n != "__pycache__")
     return sorted(r for r in roots if os.path.exists(r))
 
 
@@ -588,7 +604,8 @@ def _child(req: dict, snapshot: str) -> None:
     except OSError as e:  # never run the learner's code with a capability
         os.write(2, f"the grader could not drop its privileges: {e}\n".encode())
         os._exit(_GRADER_FAILED)
-    landlock(_readable_roots(snapshot), [str(box)], ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"])
+    fence = req["exercise"].split("/", 1)[0].split(".", 1)[0] if req["mode"] == "learner" else None
+    landlock(_readable_roots(snapshot, fence), [str(box)], ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"])
     seccomp_deny(processes=bool(req.get("processes")))
 
     import torch
@@ -710,6 +727,7 @@ def zygote_main(snapshot: str, extra: str = "") -> None:
             return
     for module in modules():
         reference_module(module)
+    _read_solutions_once()
     set_subreaper()
     try:
         _, libc = _libc()
@@ -767,6 +785,23 @@ def zygote_main(snapshot: str, extra: str = "") -> None:
         _send(channel, {"killed": killed, "signal": signalled, "code": code, "wall": wall, "left": left,
                         "disk": disk, "low_disk": min_free < DISK_LOW})
     kill_children()
+
+
+def _read_solutions_once() -> None:
+    """Everything the grading code reads from solutions/ at run time, read here once (the learner's child may not
+    read its module's reference): the exercise names and the generated stubs' code."""
+    from course.grader import exercises, grading
+
+    table = {m: exercises.exercises(m) for m in exercises.modules()}
+
+    def cached(module: str | None = None) -> list[str]:
+        return list(table[module]) if module else [n for names in table.values() for n in names]
+
+    exercises.exercises = grading.exercises = cached
+    exercises._stub_messages()
+    for names in table.values():
+        for name in names:
+            grading._generated_stub_code(name)
 
 
 BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
