@@ -154,7 +154,19 @@ def setup(module: str | None = None, seed: int = 0):
         _QUIET = False
     if reloading:
         lines.append("your edits to course/*.py take effect in the next cell")
+    _offer_hint()
     print("; ".join(lines))
+
+
+def _offer_hint() -> None:
+    """In IPython, `hint("module.name")` works in the chapter without importing it (the checks point to it)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is not None:
+        ip.user_ns.setdefault("hint", hint)
 
 
 def _reload_edits() -> bool:

@@ -52,6 +52,20 @@ def latent_scale(latents: torch.Tensor) -> float:
     raise NotImplementedError('Exercise `latent.latent_scale` is not done yet: write it in course/latent.py (book/06_latent.ipynb, section "Exercise: latent.latent_scale").')
 
 
+def sample_images(model, autoencoder, diffusion, scale: float, shape, y: torch.Tensor | None = None, *,
+                  steps: int = 20, w: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Images from a latent diffusion model: the last half of the pipeline encode → scale → diffuse → unscale →
+    decode.
+
+    `model` is a denoiser trained on the autoencoder's latents multiplied by `scale` (`latent_scale`); `shape` is
+    the shape of those latents, (B, C_z, h, w). `diffusion` is chapter 0's `Diffusion`: its
+    `sample(model, shape, y, steps=..., w=..., clip=..., generator=...)` runs DDIM, drawing its noise from
+    `generator`. `autoencoder.decode` turns unscaled latents into images. Returns the images, (B, 3, 4h, 4w) for
+    the course's autoencoder, in [-1, 1]. Mind what DDIM's `clip` assumes about the data it samples.
+    """
+    raise NotImplementedError('Exercise `latent.sample_images` is not done yet: write it in course/latent.py (book/06_latent.ipynb, section "Exercise: latent.sample_images").')
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Given: the autoencoder (no exercise in it), small and convolutional
 # ---------------------------------------------------------------------------------------------------------------

@@ -59,6 +59,23 @@ def latent_scale(latents: torch.Tensor) -> float:
     # END SOLUTION
 
 
+def sample_images(model, autoencoder, diffusion, scale: float, shape, y: torch.Tensor | None = None, *,
+                  steps: int = 20, w: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Images from a latent diffusion model: the last half of the pipeline encode → scale → diffuse → unscale →
+    decode.
+
+    `model` is a denoiser trained on the autoencoder's latents multiplied by `scale` (`latent_scale`); `shape` is
+    the shape of those latents, (B, C_z, h, w). `diffusion` is chapter 0's `Diffusion`: its
+    `sample(model, shape, y, steps=..., w=..., clip=..., generator=...)` runs DDIM, drawing its noise from
+    `generator`. `autoencoder.decode` turns unscaled latents into images. Returns the images, (B, 3, 4h, 4w) for
+    the course's autoencoder, in [-1, 1]. Mind what DDIM's `clip` assumes about the data it samples.
+    """
+    # BEGIN SOLUTION
+    z = diffusion.sample(model, shape, y, steps=steps, w=w, clip=False, generator=generator)  # scaled latents
+    return autoencoder.decode(z / scale).clamp(-1, 1)  # back to the autoencoder's units, then pixels
+    # END SOLUTION
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Given: the autoencoder (no exercise in it), small and convolutional
 # ---------------------------------------------------------------------------------------------------------------

@@ -20,8 +20,10 @@ A complete small example, the check of `dit.modulate` (see `course/grader/checks
     def check_modulate(impl, ref):
         x, shift, scale = ...
         expect_close(impl.modulate(x, shift, scale), ref.modulate(x, shift, scale),
-                     mistakes=wrong_outputs("dit.modulate", x, shift, scale), hint="x · (1 + scale) + shift")
+                     mistakes=wrong_outputs("dit.modulate", x, shift, scale))
         return "what passed"
+
+    hints("dit.modulate", "level 1: what to look at (quoted by a failed check)", "level 2: close to the recipe")
 """
 from __future__ import annotations
 

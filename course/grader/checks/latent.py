@@ -5,6 +5,7 @@ import torch
 
 from course.grader.checks.kit import exercise, expect, expect_close, expect_tensor, mistake, seeded, wrong_outputs
 from course.grader.checks.kit import hints
+from course.grader.exercises import reference_module
 
 
 def _gaussians(seed: int, shape=(3, 4, 2, 2)):
@@ -141,6 +142,91 @@ def check_latent_scale(impl, ref):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# sample_images: the latent pipeline's way out (diffuse in latent space, unscale, decode)
+# ---------------------------------------------------------------------------------------------------------------
+class _Denoiser(torch.nn.Module):
+    """A small deterministic ε-predictor on latents that reads x, t and y (so that guidance changes its output)."""
+
+    def __init__(self, channels: int, num_classes: int = 3):
+        super().__init__()
+        self.num_classes = num_classes
+        self.mix = torch.nn.Conv2d(channels, channels, 1)
+        self.label = torch.nn.Embedding(num_classes + 1, channels)
+
+    def forward(self, x, t, y=None):
+        y = torch.full_like(t, self.num_classes) if y is None else y
+        gain = 1.0 + t.float()[:, None, None, None] / 1000.0
+        return torch.tanh(self.mix(x)) * gain + self.label(y)[:, :, None, None]
+
+
+def _sample(fn, parts, case):
+    model, ae, diffusion = parts
+    scale, shape, y, steps, w, seed = case
+    with torch.no_grad():
+        return fn(model, ae, diffusion, scale, shape, y, steps=steps, w=w,
+                  generator=torch.Generator().manual_seed(seed))
+
+
+@mistake("latent.sample_images", "DDIM clips its x̂0 to [-1, 1] (clip=True, the default): right for pixels, wrong "
+                                 "for latents, whose scaled values are not bounded by 1; pass clip=False")
+def _(model, autoencoder, diffusion, scale, shape, y=None, *, steps=20, w=1.0, generator=None):
+    z = diffusion.sample(model, shape, y, steps=steps, w=w, generator=generator)
+    return autoencoder.decode(z / scale).clamp(-1, 1)
+
+
+@mistake("latent.sample_images", "the latents are multiplied by the scale on the way out; the model's latents are "
+                                 "z · s, so divide by s before decoding")
+def _(model, autoencoder, diffusion, scale, shape, y=None, *, steps=20, w=1.0, generator=None):
+    z = diffusion.sample(model, shape, y, steps=steps, w=w, clip=False, generator=generator)
+    return autoencoder.decode(z * scale).clamp(-1, 1)
+
+
+@mistake("latent.sample_images", "the sampled latents are decoded as they are, still multiplied by the scale "
+                                 "(divide by s before decoding)")
+def _(model, autoencoder, diffusion, scale, shape, y=None, *, steps=20, w=1.0, generator=None):
+    z = diffusion.sample(model, shape, y, steps=steps, w=w, clip=False, generator=generator)
+    return autoencoder.decode(z).clamp(-1, 1)
+
+
+@mistake("latent.sample_images", "the decoded images are not clamped to [-1, 1]")
+def _(model, autoencoder, diffusion, scale, shape, y=None, *, steps=20, w=1.0, generator=None):
+    z = diffusion.sample(model, shape, y, steps=steps, w=w, clip=False, generator=generator)
+    return autoencoder.decode(z / scale)
+
+
+@mistake("latent.sample_images", "the guidance scale w is not passed on to the sampler")
+def _(model, autoencoder, diffusion, scale, shape, y=None, *, steps=20, w=1.0, generator=None):
+    z = diffusion.sample(model, shape, y, steps=steps, clip=False, generator=generator)
+    return autoencoder.decode(z / scale).clamp(-1, 1)
+
+
+@exercise("latent.sample_images")
+def check_sample_images(impl, ref):
+    from course.grader.checks.kit import mistakes
+
+    diffusion = reference_module("diffusion").Diffusion(T=100, schedule="cosine")
+    with seeded(130):
+        ae = ref.Autoencoder(ch=8, z_channels=4).eval()
+        for p in ae.decoder.parameters():
+            p.data.mul_(3.0)  # decoded values beyond [-1, 1], so that the clamp shows
+        model = _Denoiser(4).eval()
+    cases = (  # (scale, latent shape, labels, DDIM steps, guidance w, generator seed)
+        (2.5, (2, 4, 2, 2), None, 5, 1.0, 131),
+        (0.4, (3, 4, 2, 3), torch.tensor([0, 2, 1]), 4, 2.0, 132),
+        (1.7, (1, 4, 1, 1), torch.tensor([1]), 3, 3.0, 133),
+    )
+    for case in cases:
+        scale, shape, y, steps, w, seed = case
+        what = (f"sample_images with latents {shape}, scale {scale}, {steps} DDIM steps, "
+                + ("no labels" if y is None else f"w = {w}"))
+        want = _sample(ref.sample_images, (model, ae, diffusion), case)
+        got = _sample(impl.sample_images, (model, ae, diffusion), case)
+        wrong = {m.name: _sample(m.code, (model, ae, diffusion), case) for m in mistakes("latent.sample_images")}
+        expect_close(got, want, what=what, atol=1e-5, mistakes=wrong)
+    return ("DDIM in latent space without clipping, latents divided by the scale and decoded, images in [-1, 1]; "
+            "three scales, batch 1 to 3, with and without guidance.")
+
+# ---------------------------------------------------------------------------------------------------------------
 # Hints on request (`hint("name")`, `python -m course hint name`): level 1 a nudge, the only one a failed check
 # quotes; the last close to the recipe.
 # ---------------------------------------------------------------------------------------------------------------
@@ -154,3 +240,9 @@ hints("latent.kl_loss",
 hints("latent.latent_scale",
       "The diffusion model should see latents of unit standard deviation: the scale multiplies the latents.",
       "1 / latents.std() over every element, as a Python float.")
+hints("latent.sample_images",
+      "The diffusion model lives in the scaled latent space: everything DDIM assumes about pixels may not hold "
+      "there, and the decoder expects the autoencoder's own latents. Pass the generator, the steps and w on.",
+      "diffusion.sample(model, shape, y, steps=steps, w=w, clip=False, generator=generator) gives scaled latents "
+      "z · s.",
+      "autoencoder.decode(z / scale), then clamp the images to [-1, 1].")
