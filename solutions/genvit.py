@@ -324,6 +324,36 @@ def shift_augment(x: torch.Tensor, generator: torch.Generator | None = None, pad
     return torch.stack([padded[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(B)])
 
 
+def hybrid_batches(xb: torch.Tensor, x_train: torch.Tensor, y_train: torch.Tensor, T: int,
+                   generator: torch.Generator, *, pyx: float = 1.0, cls_batch: int | None = None,
+                   augment: bool = True):
+    """The random inputs of one HybViT training step, drawn as the official loop draws them from its two loaders.
+
+    xb: (B, C, H, W), the training loop's batch: the generative batch. x_train (N, C, H, W), y_train (N,): the
+    labelled training set (it may live on another device than xb). T: the diffusion's number of timesteps.
+    generator: the loop's torch.Generator, which may live on another device than xb (draw on its device, then
+    move). Returns (t, noise, x_cls, y_cls), all on xb's device: t (B,) int64 timesteps uniform over {0, ..., T − 1};
+    noise, standard normal, of xb's shape and dtype; and, when pyx ≠ 0, a classification batch of `cls_batch`
+    (default B) labelled training images drawn uniformly with replacement, independently of xb, shift-augmented
+    with `shift_augment(images, generator)` when `augment`; x_cls = y_cls = None when pyx = 0. The draws come from
+    `generator` in this order: t, noise, the classification batch's indices, its augmentation (the reference's
+    order, so that a run is reproducible).
+    """
+    # BEGIN SOLUTION
+    dev, g_dev = xb.device, generator.device
+    t = torch.randint(0, T, (xb.shape[0],), generator=generator, device=g_dev).to(dev)
+    noise = torch.randn(xb.shape, generator=generator, device=g_dev).to(dev, xb.dtype)
+    x_cls = y_cls = None
+    if pyx:
+        idx = torch.randint(0, len(x_train), (cls_batch or xb.shape[0],), generator=generator, device=g_dev)
+        idx = idx.to(x_train.device)
+        x_cls = x_train[idx]  # images and labels of the same draws
+        x_cls = shift_augment(x_cls, generator) if augment else x_cls
+        x_cls, y_cls = x_cls.to(dev), y_train[idx].to(dev)
+    return t, noise, x_cls, y_cls
+    # END SOLUTION
+
+
 def make_hybrid_loss_fn(x_train: torch.Tensor, y_train: torch.Tensor, diffusion, *, px: float = 100.0,
                         pyx: float = 1.0, loss_type: str = "l1", cls_batch: int | None = None,
                         label_smoothing: float = 0.1, augment: bool = True):
@@ -333,18 +363,10 @@ def make_hybrid_loss_fn(x_train: torch.Tensor, y_train: torch.Tensor, diffusion,
     two loaders. Timesteps are uniform over {0..T−1}."""
 
     def loss_fn(model, xb, yb, generator):
-        dev, g_dev = xb.device, generator.device  # the loop's generator lives on the training device
-        t = torch.randint(0, diffusion.T, (xb.shape[0],), generator=generator, device=g_dev).to(dev)
-        noise = torch.randn(xb.shape, generator=generator, device=g_dev).to(dev, xb.dtype)
-        x_cls = y_cls = None
-        if pyx:
-            idx = torch.randint(0, len(x_train), (cls_batch or xb.shape[0],), generator=generator,
-                                device=g_dev).to(x_train.device)
-            x_cls = x_train[idx]
-            x_cls = shift_augment(x_cls, generator) if augment else x_cls
-            x_cls, y_cls = x_cls.to(dev), y_train[idx].to(dev)
-        return hybrid_loss(model, xb, t, noise, x_cls, y_cls, diffusion.alphas_cumprod.to(dev), px=px, pyx=pyx,
-                           loss_type=loss_type, label_smoothing=label_smoothing)
+        t, noise, x_cls, y_cls = hybrid_batches(xb, x_train, y_train, diffusion.T, generator, pyx=pyx,
+                                                cls_batch=cls_batch, augment=augment)
+        return hybrid_loss(model, xb, t, noise, x_cls, y_cls, diffusion.alphas_cumprod.to(xb.device), px=px,
+                           pyx=pyx, loss_type=loss_type, label_smoothing=label_smoothing)
 
     return loss_fn
 

@@ -318,6 +318,88 @@ def check_hybrid_loss(impl, ref):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# hybrid_batches: the random inputs of a training step, from two "loaders"
+# ---------------------------------------------------------------------------------------------------------------
+def _batches(self_ref, xb, x_train, y_train, T, generator, *, pyx=1.0, cls_batch=None, augment=True, order="tn",
+             labels="same", low=0, aug=True):
+    """hybrid_batches with one thing done differently (the common body of the wrong versions below)."""
+    dev, g_dev = xb.device, generator.device
+    draws = {}
+    for what in order:
+        if what == "t":
+            draws["t"] = torch.randint(low, T + low, (xb.shape[0],), generator=generator, device=g_dev).to(dev)
+        else:
+            draws["n"] = torch.randn(xb.shape, generator=generator, device=g_dev).to(dev, xb.dtype)
+    x_cls = y_cls = None
+    if pyx:
+        idx = torch.randint(0, len(x_train), (cls_batch or xb.shape[0],), generator=generator, device=g_dev)
+        x_cls = x_train[idx]
+        x_cls = self_ref.shift_augment(x_cls, generator) if augment and aug else x_cls
+        if labels == "redrawn":
+            idx = torch.randint(0, len(x_train), (cls_batch or xb.shape[0],), generator=generator, device=g_dev)
+        x_cls, y_cls = x_cls.to(dev), y_train[idx].to(dev)
+    return draws["t"], draws["n"], x_cls, y_cls
+
+
+def _genvit_ref():
+    return reference_module("genvit")
+
+
+@mistake("genvit.hybrid_batches", "the labels come from their own random indices, so y_cls does not belong to "
+                                  "x_cls (index images and labels with the same draw)")
+def _(*args, **kwargs):
+    return _batches(_genvit_ref(), *args, labels="redrawn", **kwargs)
+
+
+@mistake("genvit.hybrid_batches", "the classification batch is not shift-augmented (shift_augment(x_cls, generator) "
+                                  "when augment)")
+def _(*args, **kwargs):
+    return _batches(_genvit_ref(), *args, aug=False, **kwargs)
+
+
+@mistake("genvit.hybrid_batches", "the timesteps run from 1 to T; they are uniform over {0, ..., T − 1}")
+def _(*args, **kwargs):
+    return _batches(_genvit_ref(), *args, low=1, **kwargs)
+
+
+@mistake("genvit.hybrid_batches", "the noise is drawn before the timesteps (the order is t, noise, the "
+                                  "classification indices, the augmentation)")
+def _(*args, **kwargs):
+    return _batches(_genvit_ref(), *args, order="nt", **kwargs)
+
+
+def _draw(fn, args, kwargs, seed):
+    with torch.no_grad():
+        return fn(*args, torch.Generator().manual_seed(seed), **kwargs)
+
+
+@exercise("genvit.hybrid_batches")
+def check_hybrid_batches(impl, ref):
+    from course.grader.checks.kit import mistakes
+
+    with seeded(740):
+        x_train, y_train = torch.randn(40, 1, 6, 6), torch.randint(0, 10, (40,))
+        xb = torch.randn(4, 1, 6, 6)
+    cases = ((dict(), "the defaults"), (dict(cls_batch=7, augment=False), "cls_batch=7, augment=False"),
+             (dict(pyx=0.0), "pyx=0"))
+    for k, (kwargs, label) in enumerate(cases):
+        args = (xb, x_train, y_train, 50)
+        want = _draw(ref.hybrid_batches, args, kwargs, 750 + k)
+        got = _draw(impl.hybrid_batches, args, kwargs, 750 + k)
+        expect(isinstance(got, tuple) and len(got) == 4, f"hybrid_batches ({label}) should return a tuple (t, noise, "
+               f"x_cls, y_cls), got {type(got).__name__}" + (f" of {len(got)}" if isinstance(got, tuple) else "") + ".")
+        wrong = {m.name: _draw(m.code, args, kwargs, 750 + k) for m in mistakes("genvit.hybrid_batches")}
+        for i, name in enumerate(("t", "noise", "x_cls", "y_cls")):
+            if want[i] is None:
+                expect(got[i] is None, f"hybrid_batches ({label}): {name} should be None when pyx = 0 (no "
+                       "classification term, no batch for it).")
+                continue
+            expect_close(got[i], want[i], what=f"hybrid_batches ({label}): {name}", atol=0, rtol=0,
+                         mistakes={m: w[i] for m, w in wrong.items() if w[i] is not None})
+    return ("t, noise and an independent, shift-augmented labelled batch drawn from the generator in the reference's "
+            "order; cls_batch, augment=False and pyx = 0 (no batch) too.")
+
+# ---------------------------------------------------------------------------------------------------------------
 # Hints on request (`hint("name")`, `python -m course hint name`): level 1 a nudge, the only one a failed check
 # quotes; the last close to the recipe.
 # ---------------------------------------------------------------------------------------------------------------
@@ -341,3 +423,11 @@ hints("genvit.hybrid_loss",
       "model.classify; label_smoothing goes to the cross-entropy.",
       "px · L1(model.denoise(x_t, t), noise) + pyx · cross_entropy(model.classify(x_cls), y_cls, "
       "label_smoothing=...).")
+hints("genvit.hybrid_batches",
+      "Two loaders, one generator: the generative batch is the loop's own xb; the classification batch is drawn "
+      "afresh from the training set. Each image must keep its own label, and every draw happens on the "
+      "generator's device in the documented order.",
+      "t with torch.randint(0, T, ...), noise with torch.randn(xb.shape, ...), both with generator=generator and "
+      "device=generator.device, then moved to xb's device; the batch: one randint of indices into x_train.",
+      "x_cls = x_train[idx], shift_augment(x_cls, generator) when augment, y_cls = y_train[idx]; None, None when "
+      "pyx = 0.")
