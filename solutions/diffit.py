@@ -477,14 +477,13 @@ class LatentDiffiT(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
         self.pos_embed.data.copy_(get_2d_sincos_pos_embed(self.pos_embed.shape[-1], self.grid)[None])
-        w = self.x_embedder.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
+        with torch.no_grad():
+            nn.init.xavier_uniform_(self.x_embedder.proj.weight.flatten(1))  # the conv as a Linear (D, C·p·p)
+            self.x_embedder.proj.bias.zero_()
+            for table in (self.y_embedder.embedding_table, self.t_embedder.mlp[0], self.t_embedder.mlp[2]):
+                table.weight.normal_(0.0, 0.02)
+            self.final_layer.linear.weight.zero_()
+            self.final_layer.linear.bias.zero_()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, C, H, W), t: (B,), y: (B,) or None (the null class) -> (B, C_out, H, W)."""

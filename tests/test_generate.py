@@ -77,11 +77,19 @@ def _trivial(dump: str) -> bool:
 
 @pytest.mark.parametrize("module", modules())
 def test_no_solution_body_is_given_away_elsewhere_in_the_learners_file(module):
-    """The generated file holds stubs where the answers were; given code beside them must not repeat an answer
-    (two statements in a row of a solution body, or a one-statement body, found anywhere else in the file)."""
+    """The generated file holds stubs where the answers were; given code beside them must not repeat an answer, of
+    its own module or of any other (two statements in a row of a solution body, or a one-statement body, found
+    anywhere else in the file): a later chapter's given code must not answer an earlier chapter's exercise."""
+    given = _statements(ast.parse((COURSE_DIR / f"{module}.py").read_text()))
+    leaks = []
+    for other in modules():
+        leaks += _leaks(other, given)
+    assert not leaks, "given code repeats an exercise's answer:\n" + "\n".join(sorted(set(leaks)))
+
+
+def _leaks(module: str, given) -> list[str]:
     source = (SOLUTIONS_DIR / f"{module}.py").read_text()
     lines = source.splitlines()
-    given = _statements(ast.parse((COURSE_DIR / f"{module}.py").read_text()))
     leaks = []
     for block in find_blocks(source, module):
         body = [ast.dump(s) for s in ast.parse(textwrap.dedent("\n".join(lines[block.begin: block.end - 1]))).body]
@@ -93,5 +101,5 @@ def test_no_solution_body_is_given_away_elsewhere_in_the_learners_file(module):
             for i in range(len(stmts) - width + 1):
                 if tuple(dumps[i: i + width]) in windows:
                     leaks.append(f"{block.exercise}: `{ast.unparse(stmts[i][1])}` ...")
-    assert not leaks, "given code repeats an exercise's answer:\n" + "\n".join(sorted(set(leaks)))
+    return leaks
 
