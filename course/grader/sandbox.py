@@ -363,6 +363,7 @@ def drop_privileges() -> str:
     if not sys.platform.startswith("linux") or os.geteuid() != 0:
         return "unprivileged user"
     ctypes, libc = _libc()
+    libc.unshare(0x08000000)  # CLONE_NEWIPC: SysV objects and POSIX queues die with the child (where seccomp is absent)
     for cap in range(64):
         if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP, until EINVAL past the last capability
             break
