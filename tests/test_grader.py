@@ -380,6 +380,15 @@ def _class(tmp: Path) -> tuple[dict, dict]:
             with open(f"fill-{i}.bin", "wb") as f:
                 f.write(bytes(8 << 20))
         """), {"diffusion.q_sample": (False, "MB on disk")})
+    add("fills_its_disk_with_deleted_files", _q("""
+        import itertools, os
+        held = []
+        for i in itertools.count():
+            held.append(open(f"fill-{i}.bin", "wb"))
+            os.unlink(f"fill-{i}.bin")
+            held[-1].write(bytes(8 << 20))
+            held[-1].flush()
+        """), {"diffusion.q_sample": (False, "MB on disk")})
     # The reference of the module under test is not readable in the child: importing, exec'ing, unmarshalling it fail.
     add("imports_reference", "from solutions.diffusion import *  # noqa\n",
         {e: (False, "could not be imported") for e in everything})
