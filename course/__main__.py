@@ -112,7 +112,6 @@ def class_summary(rows_by_submission: dict, names: list[str]) -> dict:
         common = failures.most_common(1)
         summary[name] = {"graded": len(rows), "passed": sum(r.passed for r in rows),
                          "flagged": sum(bool(getattr(r, "flags", None)) for r in rows),
-                         "flagged": sum(bool(getattr(r, "flags", None)) for r in rows),
                          "pass_rate": round(sum(r.passed for r in rows) / len(rows), 4) if rows else None,
                          "common_failure": common[0][0] if common else "",
                          "common_failure_count": common[0][1] if common else 0}
@@ -227,10 +226,6 @@ def cmd_grade(args) -> int:
         if flagged:
             print("copy flags (code that reads the reference or the grader, or equals the reference; see the CSV's "
                   "flags column): " + ", ".join(f"{name} {n}" for name, n in flagged.items()))
-        flagged = {name: s["flagged"] for name, s in summary.items() if s["flagged"]}
-        if flagged:
-            print("copy flags (code that reads the reference or the grader, or equals the reference; see the CSV's "
-                  "flags column): " + ", ".join(f"{name} {n}" for name, n in flagged.items()))
         print(f"wrote {out} ({sum(len(r) for r in done.values())} rows) and {report_path}")
     for problem in problems:
         print(f"grader problem: {clean_text(problem, 500)}", file=sys.stderr)
@@ -261,6 +256,12 @@ def cmd_generate(args) -> int:
         return 0
     print("regenerated: " + (", ".join(changed) if changed else "nothing (already in sync)"))
     return 0
+
+
+def cmd_weights(args) -> int:
+    from course.lab.shipped import main as make
+
+    return make()
 
 
 def cmd_judge(args) -> int:
@@ -329,6 +330,11 @@ def main(argv=None) -> int:
                    help="let the code under test start processes (they are still killed when its check ends)")
     p.add_argument("--disk-mb", type=int, default=256, help="disk space allowed per check (default 256)")
     p.set_defaults(fn=cmd_grade)
+    p = sub.add_parser("hint", help="the next hint for an exercise (one level more each time)")
+    p.add_argument("exercise", help="an exercise, e.g. uvit.UViT.forward")
+    p.add_argument("--level", type=int, help="show this level (1 = a nudge, the last close to the recipe)")
+    p.add_argument("--reset", action="store_true", help="start this exercise's hints over at level 1")
+    p.set_defaults(fn=cmd_hint)
     p = sub.add_parser("study", help="run a chapter's study of record (results/KEY.json), or list them (--status)")
     p.add_argument("keys", nargs="*", help="ch2, ch3, ... or all")
     p.add_argument("--status", action="store_true", help="every study: current, stale, incomplete or missing")
@@ -336,11 +342,8 @@ def main(argv=None) -> int:
     p.add_argument("--results", help="the folder of the records (default: results/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_study)
-    p = sub.add_parser("hint", help="the next hint for an exercise (one level more each time)")
-    p.add_argument("exercise", help="an exercise, e.g. uvit.UViT.forward")
-    p.add_argument("--level", type=int, help="show this level (1 = a nudge, the last close to the recipe)")
-    p.add_argument("--reset", action="store_true", help="start this exercise's hints over at level 1")
-    p.set_defaults(fn=cmd_hint)
+    sub.add_parser("weights", help="retrain the judges and autoencoders the course ships (course/lab/weights/)"
+                   ).set_defaults(fn=cmd_weights)
     p = sub.add_parser("generate", help="regenerate course/'s exercise modules from solutions/")
     p.add_argument("modules", nargs="*", help="only these modules (default: all)")
     p.add_argument("--check", action="store_true", help="only report drift (exit 1)")

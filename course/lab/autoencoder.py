@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from course.lab.config import PROFILE, cache_dir
+from course.lab.config import PROFILE, stored
 from course.lab.config import device as default_device
 from course.lab.metrics import real_images
 
@@ -81,17 +81,20 @@ def load_autoencoder(config: AEConfig | None = None, retrain: bool = False, verb
     """The trained autoencoder for `config` (default: the profile's, with `overrides`), from the cache when there.
     Returns (model in eval mode on the CPU, history dict with the training curves and seconds)."""
     config = config or default_config(**overrides)
-    path = cache_dir() / f"autoencoder-{config.key()}.pt"
-    if path.exists() and not retrain:
+    path, shipped = stored(f"autoencoder-{config.key()}.pt")
+    for candidate in ([] if retrain else [path, shipped]):
+        if not candidate.exists():
+            continue
         try:
-            blob = torch.load(path, map_location="cpu", weights_only=False)
+            blob = torch.load(candidate, map_location="cpu", weights_only=False)
             if blob.get("config") != asdict(config):
                 raise ValueError("its configuration differs")
             model = _build(config)
             model.load_state_dict(blob["state_dict"])
             return model.eval(), blob["history"]
-        except Exception as e:  # noqa: BLE001 - a damaged or foreign cache file is retrained, never fatal
-            print(f"the cached autoencoder {path.name} could not be used ({type(e).__name__}: {e}); retraining it")
+        except Exception as e:  # noqa: BLE001 - a damaged or foreign file is passed over (and retrained), never fatal
+            print(f"the autoencoder {candidate} could not be used ({type(e).__name__}: {e}); "
+                  + ("trying the next" if candidate == path else "retraining it"))
     model, history = train_autoencoder(config, progress=verbose)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # parallel workers may train it at the same time
     torch.save({"config": asdict(config), "state_dict": model.state_dict(), "history": history}, tmp)

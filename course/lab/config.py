@@ -60,6 +60,17 @@ def seed_everything(seed: int = 0) -> None:
     torch.manual_seed(seed)
 
 
+# Small trained helpers (the judges, chapter 6's autoencoders) ship with the course, so that no book build or test
+# trains them cold; `python -m course weights` retrains them into this folder (tests/test_weights.py checks that a
+# retrained one matches the shipped one within its tolerance).
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+
+def stored(filename: str) -> list[Path]:
+    """Where a trained helper called `filename` may already be: the user's cache, then the weights the course ships."""
+    return [cache_dir() / filename, SHIPPED_WEIGHTS / filename]
+
+
 def cache_dir() -> Path:
     """Where trained helpers (the judge classifier) are cached: `COURSE_CACHE`, else the user's cache folder."""
     root = os.environ.get("COURSE_CACHE") or os.path.join(

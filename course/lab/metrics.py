@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from course.lab.config import PROFILE, cache_dir
+from course.lab.config import PROFILE, stored
 from course.lab.config import device as default_device
 from course.lab.data import digits, shapes
 from course.lab.nets import DigitJudge
@@ -121,16 +121,18 @@ def load_judge(size: int = 8, retrain: bool = False, verbose: bool = False, data
         raise ValueError(f"dataset should be one of {DATASETS}, got {dataset!r}")
     steps = judge_steps(dataset)
     name = f"judge-{dataset}-{size}" + ("" if dataset == "digits" else f"-{steps}steps")
-    path = cache_dir() / f"{name}-v{JUDGE_VERSION}.pt"
+    path, shipped = stored(f"{name}-v{JUDGE_VERSION}.pt")
     judge = None
-    if path.exists() and not retrain:
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=False)
-            net = _judge_net(dataset, size)
-            net.load_state_dict(blob["state_dict"])
-            judge = Judge(net.eval(), size, blob["test_accuracy"], blob["mu_test"], blob["sigma_test"])
-        except Exception as e:  # noqa: BLE001 - a damaged cache is retrained, never fatal
-            print(f"the cached judge {path} could not be read ({type(e).__name__}); retraining it")
+    for candidate in ([] if retrain else [path, shipped]):
+        if judge is None and candidate.exists():
+            try:
+                blob = torch.load(candidate, map_location="cpu", weights_only=False)
+                net = _judge_net(dataset, size)
+                net.load_state_dict(blob["state_dict"])
+                judge = Judge(net.eval(), size, blob["test_accuracy"], blob["mu_test"], blob["sigma_test"])
+            except Exception as e:  # noqa: BLE001 - a damaged file is passed over (and retrained), never fatal
+                print(f"the judge {candidate} could not be read ({type(e).__name__}); "
+                      + ("trying the next" if candidate == path else "retraining it"))
     if judge is None:
         judge = train_judge(size, verbose=verbose, dataset=dataset)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")  # parallel test workers may train it at the same time
