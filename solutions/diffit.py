@@ -28,12 +28,13 @@ official keys.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .dit import LabelEmbedder, modulate
+from .dit import DiTBlock, LabelEmbedder
 from .layers import Mlp, PatchEmbed, TimestepEmbedder, get_2d_sincos_pos_embed, unpatchify
 
 
@@ -394,14 +395,15 @@ class AdaLNBlock(DiffiTBlock):
         nn.init.zeros_(self.adaLN_modulation[-1].bias)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """Your chapter-2 `DiTBlock.forward`, run on this block's layers, its attention windowed: (B, H, W, C)."""
         B, H, W, C = x.shape
-        chunks = self.adaLN_modulation(temb).chunk(6, dim=1)  # shift, scale, gate for attention, then the MLP
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = chunks
-        tokens = x.reshape(B, H * W, C)
-        h = modulate(self.norm1(tokens), shift_msa, scale_msa).reshape(B, H, W, C)
-        tokens = tokens + gate_msa[:, None] * self.attn(h, None).reshape(B, H * W, C)
-        tokens = tokens + gate_mlp[:, None] * self.mlp(modulate(self.norm2(tokens), shift_mlp, scale_mlp))
-        return tokens.reshape(B, H, W, C)
+
+        def windowed(tokens):  # (B, H·W, C) -> TMSA without time on the (B, H, W, C) map -> (B, H·W, C)
+            return self.attn(tokens.reshape(B, H, W, C), None).reshape(B, H * W, C)
+
+        view = SimpleNamespace(adaLN_modulation=self.adaLN_modulation, norm1=self.norm1, attn=windowed,
+                               norm2=self.norm2, mlp=self.mlp)
+        return DiTBlock.forward(view, x.reshape(B, H * W, C), temb).reshape(B, H, W, C)
 
 
 TIME_ENTRIES = {  # time_entry -> the block class of every DiffiTResBlock
