@@ -274,6 +274,7 @@ def cmd_judge(args) -> int:
 
 def cmd_study(args) -> int:
     """`study KEY...` runs (or resumes) studies of record; `study --status` lists them (exit 1 unless all current)."""
+    os.environ["COURSE_SOLUTIONS"] = "1"  # a record measures the reference, and its hash is the reference's
     from course.lab import studies
 
     results = Path(args.results) if args.results else None
@@ -288,7 +289,6 @@ def cmd_study(args) -> int:
         print(f"unknown study {', '.join(unknown)}; known: {', '.join(studies.STUDIES)} (or all)", file=sys.stderr)
         return 2
     for key in keys:
-        os.environ.setdefault("COURSE_SOLUTIONS", "1")  # a record measures the reference
         record = studies.run_study(key, args.profile, results, progress=not args.quiet)
         print(f"{key}: {len(record['runs'])} runs, {'complete' if record['complete'] else 'incomplete'}; "
               f"{studies.provenance_line(record)}")

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import torch
+
 from course.grader.exercises import ROOT
 from course.lab import studies
 
@@ -107,3 +109,22 @@ def test_committed_records_are_valid_and_read_as_tables():
         assert record["study"] == path.stem and record["study"] in studies.STUDIES
         assert record["runs"] and studies.table(record).count("\n") >= 2
         assert "commit" in studies.provenance_line(record)
+
+
+def test_the_hash_follows_what_a_model_computes_not_how_its_code_reads(monkeypatch):
+    base = studies.Variant("U-ViT", "uvit", {"depth": 2})
+    assert studies.fingerprint(base) == studies.fingerprint(base)  # seeded
+    assert studies.fingerprint(base) != studies.fingerprint(studies.Variant("U-ViT", "uvit", {"depth": 4}))
+    real = studies.BUILDS["uvit"]
+
+    def scaled(**kwargs):  # the same model, with its output layer's initial weights halved
+        model = real(**kwargs)
+        with torch.no_grad():
+            model.decoder_pred.weight.mul_(0.5)
+        return model
+
+    plain = studies.fingerprint(base)
+    monkeypatch.setitem(studies.BUILDS, "uvit", lambda **kwargs: real(**kwargs))  # a refactor: the same numbers
+    assert studies.fingerprint(base) == plain
+    monkeypatch.setitem(studies.BUILDS, "uvit", scaled)
+    assert studies.fingerprint(base) != plain

@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import subprocess
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -180,12 +181,9 @@ STUDIES = {s.key: s for s in [
 # --------------------------------------------------------------------------------------------------------------
 # Provenance
 # --------------------------------------------------------------------------------------------------------------
-HASHED_LAB = ("train.py", "metrics.py", "data.py", "nets.py", "experiments.py")
-
-
-def _code(path: Path) -> str:
-    """A module's code without its docstrings and comments (its AST): prose edits do not make a record stale."""
-    tree = ast.parse(path.read_text())
+def _code(source: str) -> str:
+    """Code without its docstrings and comments (its AST): prose edits do not make a record stale."""
+    tree = ast.parse(textwrap.dedent(source))
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
@@ -194,20 +192,53 @@ def _code(path: Path) -> str:
     return ast.dump(tree)
 
 
+def _measuring_code() -> list:
+    """The functions whose code decides a study's numbers besides the models: the training loop and its loss, the
+    measures, the data, the recipe and this runner."""
+    from course.lab import data, experiments, metrics, train
+
+    return [train.train, train.diffusion_loss_fn, train.min_snr_weights, train.ema_update, metrics.evaluate,
+            metrics.heldout_loss, metrics.fd_to_test, metrics.frechet_distance, metrics.fd_floor, metrics.real_images,
+            data.digits, experiments.label_dropout, run_one, _measure, run_study]
+
+
+def _round(t: torch.Tensor) -> list:
+    """Values to 6 significant digits: the same computation gives the same numbers on another machine."""
+    return [float(f"{v:.6g}") for v in t.detach().double().flatten().tolist()]
+
+
+def fingerprint(variant: Variant) -> list:
+    """What a variant's model computes, not how its code is written: its initial weights (seeded), its output on fixed
+    inputs and the gradients of a fixed loss, to 6 significant digits. A refactor that computes the same leaves it
+    unchanged; any change to the architecture, the initialisation or the forward pass changes it."""
+    torch.manual_seed(0)
+    model = BUILDS[variant.build](**variant.kwargs).train()
+    g = torch.Generator().manual_seed(0)
+    x, t, y = torch.randn(2, 1, 8, 8, generator=g), torch.tensor([10, 900]), torch.tensor([1, 3])
+    out = model(x, t, y)
+    (out.float() ** 2).mean().backward()
+    params = sorted(model.named_parameters())
+    return [_round(out),
+            [(n, _round(p.sum()), _round(p.grad.norm()) if p.grad is not None else None) for n, p in params]]
+
+
 def code_hash(study: Study, profile: str) -> str:
-    """A hash of what the study's numbers depend on: the references of the modules its models are built from (and
-    the diffusion they train with), the lab modules that train and measure, the runner's own functions and the
-    study's declaration, all without docstrings or comments. A change to any of them marks the record stale."""
+    """A hash of what the study's numbers depend on: what each variant's model computes (`fingerprint`), the
+    diffusion it trains with, the code of the loop, the loss, the measures and this runner (without docstrings or
+    comments), the judge's weights, the recipe and the study's declaration. A change to any of them marks the record
+    stale; a refactor that computes the same numbers does not."""
+    from course.lab.experiments import RECIPE
+    from course.lab.metrics import load_judge
+
     h = hashlib.sha256()
-    paths = [SOLUTIONS_DIR / f"{m}.py" for m in ("diffusion", *study.modules)]
-    paths += [Path(__file__).parent / name for name in HASHED_LAB]
-    paths += [Path(__file__).parent / "conditioning.py"] if any(v.build == "conditioning-dit"
-                                                               for v in study.variants) else []
-    for path in paths:
-        h.update(path.name.encode() + b"\0" + _code(path).encode() + b"\0")
-    for fn in (run_one, _measure):
-        h.update(inspect.getsource(fn).encode())
-    h.update(json.dumps(study.declaration(profile), sort_keys=True).encode())
+    h.update(_code((SOLUTIONS_DIR / "diffusion.py").read_text()).encode())
+    for fn in _measuring_code():
+        h.update(_code(inspect.getsource(fn)).encode())
+    for tensor in load_judge(8).net.state_dict().values():
+        h.update(tensor.detach().cpu().numpy().tobytes())
+    for variant in study.variants:
+        h.update(json.dumps(fingerprint(variant)).encode())
+    h.update(json.dumps([RECIPE, study.declaration(profile)], sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
@@ -365,20 +396,20 @@ def load_record(key: str, results: Path | None = None) -> dict | None:
         return None
 
 
+def state(key: str, record: dict | None) -> str:
+    """A study's state: "current (…)", "incomplete: …", "stale: …" or "missing"."""
+    if record is None:
+        return "missing"
+    if record.get("code_hash") != code_hash(STUDIES[key], record.get("profile", "cpu")):
+        return "stale: the code or the declaration changed since it was measured"
+    if not record.get("complete"):
+        return f"incomplete: {len(record['runs'])} runs so far"
+    return f"current ({provenance_line(record)})"
+
+
 def status(results: Path | None = None) -> list[tuple[str, str]]:
-    """(study, state) for every study: "current (…)", "incomplete", "stale: …" or "missing"."""
-    rows = []
-    for key, study in STUDIES.items():
-        record = load_record(key, results)
-        if record is None:
-            rows.append((key, "missing"))
-        elif record.get("code_hash") != code_hash(study, record.get("profile", "cpu")):
-            rows.append((key, "stale: the code or the declaration changed since it was measured"))
-        elif not record.get("complete"):
-            rows.append((key, f"incomplete: {len(record['runs'])} runs so far"))
-        else:
-            rows.append((key, f"current ({provenance_line(record)})"))
-    return rows
+    """(study, state) for every study."""
+    return [(key, state(key, load_record(key, results))) for key in STUDIES]
 
 
 def provenance_line(record: dict) -> str:
@@ -496,9 +527,12 @@ def show_record(key: str, yours: dict | None = None, results: Path | None = None
         print(f"No record of study {key} yet: `python -m course study {key}` measures it (about 20 minutes on two "
               "CPU cores) and writes results/{key}.json.")
         return None
-    state = dict(status(results))[key]
+    try:
+        now = state(key, record)
+    except Exception as e:  # noqa: BLE001 - e.g. a learner's model that is not done yet: the record still shows
+        now = f"whether it is current could not be checked here ({type(e).__name__}: {e})"
     display(Markdown(f"*Study of record, {provenance_line(record)}.*"
-                     + ("" if state.startswith("current") else f" **Note: {state}.**")))
+                     + ("" if now.startswith("current") else f" **Note: {now}.**")))
     plot_record(record, yours)
     plt.show()
     display(Markdown(table(record)))
