@@ -439,6 +439,13 @@ MEASURES = {"acc_w1": ("unguided class accuracy", +1, "{:.1%}"), "fd_w1": ("FD o
             "loss": ("held-out loss", -1, "{:.4f}"), "acc_w2": ("guided class accuracy", +1, "{:.1%}")}
 
 
+def _difference(measure: str, d: float) -> str:
+    """A seed's difference, signed so that + means better: accuracies in percentage points."""
+    if measure.startswith("acc"):
+        return f"{100 * d:+.1f}".replace("-", "−")
+    return ("+" if d >= 0 else "−") + MEASURES[measure][2].format(abs(d))
+
+
 def table(record: dict) -> str:
     """A markdown table of the record: per variant, the mean and range over seeds of every measure."""
     head = "| variant | seeds | " + " | ".join(MEASURES[m][0] for m in MEASURES) + " |"
@@ -472,7 +479,7 @@ def verdict(record: dict, a: str, b: str, measure: str = "acc_w1") -> str:
     if len(seeds) < 2:
         return f"Fewer than two seeds to pair for {a} and {b}: no finding.{note}"
     diffs = [sign * (ra[s][measure] - rb[s][measure]) for s in seeds]  # > 0: a is better
-    shown = ", ".join(("+" if d >= 0 else "−") + fmt.format(abs(d)).lstrip("-") for d in diffs)
+    shown = ", ".join(_difference(measure, d) for d in diffs) + (" points" if measure.startswith("acc") else "")
     mean_a = fmt.format(np.mean([ra[s][measure] for s in seeds]))
     mean_b = fmt.format(np.mean([rb[s][measure] for s in seeds]))
     if all(d > 0 for d in diffs):
@@ -481,7 +488,7 @@ def verdict(record: dict, a: str, b: str, measure: str = "acc_w1") -> str:
         head = f"{a} is behind {b} in every one of {len(seeds)} seeds"
     else:
         head = f"The seeds do not separate {a} and {b}"
-    return (f"{head} on {label} ({mean_a} against {mean_b}; seed by seed, {a} better by {shown}).{note}")
+    return f"{head} on {label} ({mean_a} against {mean_b}; {a}'s lead, seed by seed: {shown}).{note}"
 
 
 
