@@ -78,6 +78,8 @@ def main() -> None:
         print(f"  per (submission, exercise): {wall / max(1, len(rows)) * args.jobs:.3f} s of a core; "
               f"landlock ABI {report['grading']['landlock']}; checks not re-decided by the grader: "
               f"{report['grading']['unverified_checks'] or 'none'}")
+        flagged = sum(s.get("flagged", 0) for s in report["summary"].values())
+        print(f"  rows with copy flags: {flagged} (a complete submission here is the reference itself)")
 
 
 if __name__ == "__main__":
