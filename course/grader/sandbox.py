@@ -369,6 +369,8 @@ def drop_privileges() -> str:
             break
     libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
     libc.prctl(28, 0xEF, 0, 0, 0)  # PR_SET_SECUREBITS: NOROOT, NO_SETUID_FIXUP, NO_CAP_AMBIENT_RAISE, all locked
+    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS: no execve (setuid, file capabilities) gives any back
+        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
 
     class Header(ctypes.Structure):
         _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
@@ -381,8 +383,8 @@ def drop_privileges() -> str:
         raise OSError(ctypes.get_errno(), "capset failed")
     with open("/proc/self/status") as f:
         caps = {line.split(":")[0]: int(line.split()[1], 16) for line in f if line.startswith("Cap")}
-    if caps.get("CapEff") or caps.get("CapPrm") or caps.get("CapBnd"):
-        raise OSError(f"capabilities left after dropping them: {caps}")
+    if caps.get("CapEff") or caps.get("CapPrm") or caps.get("CapAmb"):  # a bounding set left (no CAP_SETPCAP in a
+        raise OSError(f"capabilities left after dropping them: {caps}")  # container) grants nothing: no_new_privs
     return "root without capabilities"
 
 
