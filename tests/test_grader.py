@@ -769,3 +769,20 @@ def test_a_child_left_without_a_result_by_the_disk_or_the_grader_is_not_the_lear
     assert ours(None, {"code": 0}, None) == ""  # os._exit(0) in the learner's code: its own failure
     assert ours(None, {"code": 0, "low_disk": True}, {"mode": "learner"}) == ""  # a result came back
     assert ours(None, {"killed": True, "low_disk": True}, None) == ""  # stopped at the time limit
+
+
+def test_a_check_that_compares_nothing_is_reported_not_believed(tmp_path):
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "blind.py").write_text("from course.grader.checks.kit import expect\n"
+                                    "from course.grader.grading import exercise\n"
+                                    "@exercise('diffusion/blind')\n"
+                                    "def check(impl, ref):\n    expect(impl.q_sample is not None, 'no q_sample')\n")
+    out = tmp_path / "grades.csv"
+    proc = cli("grade", str(submission(tmp_path)), "--out", str(out), "--only", "diffusion.cfg_eps", "--extra",
+               str(extra), "--workdir", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 3 and "compares no value" in proc.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert [r["passed"] for r in rows] == ["True", "False"] and "not graded" in rows[1]["message"]
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["grading"]["unverified_checks"] == ["diffusion/blind"]

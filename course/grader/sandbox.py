@@ -58,6 +58,7 @@ MESSAGE_CAP = 2000  # characters kept of a message (the CSV keeps fewer, see `cl
 DISK_MB = 256  # megabytes one child may keep in its box (checked from outside every 0.1 s; past it, stopped)
 BOX_ENTRIES = 10_000  # files and folders one child may create in its box
 DISK_LOW = 64 << 20  # bytes free in the work folder's file system under which a child's missing result is ours
+_RECORDS_NOTHING = "the check compares no value the grader could confirm"
 _GRADER_FAILED = 117  # a child's exit status when the grader's own code in it failed (before the learner's ran)
 
 
@@ -1223,8 +1224,8 @@ class Grader:
                 elif not payload.get("passed"):
                     self.broken[name] = clean_text(f"the reference fails this check: {payload.get('message')}", 500)
                 elif not payload.get("items"):
-                    self.broken[name] = ("the check compares no value the grader could confirm (write it with "
-                                         "expect_close, expect_tensor or confirm), so no pass could be believed.")
+                    self.broken[name] = (_RECORDS_NOTHING + " (write it with expect_close, expect_tensor or "
+                                         "confirm), so no pass could be believed.")
                 else:
                     self.records[name] = list(payload.get("items", []))
             except GraderProblem as e:
@@ -1240,8 +1241,9 @@ class Grader:
             self.problems.append(f"{name}: {why}")
 
     def unverified(self) -> list[str]:
-        """Checks that record no comparison: their passes are the child's word (see the README)."""
-        return [n for n in self.names if n in self.records and not self.records[n]]
+        """Checks that record no comparison on the reference: no pass of theirs could be confirmed, so they are
+        reported as broken and their rows are "not graded" (see the README)."""
+        return [n for n in self.names if n in self.broken and self.broken[n].startswith(_RECORDS_NOTHING)]
 
     def grade(self, submission: str | Path, label: str | None = None, on_row=None) -> list[Row]:
         """Every requested exercise of one submission, one Row each, in order; never raises GraderProblem for a
