@@ -128,3 +128,15 @@ def test_the_hash_follows_what_a_model_computes_not_how_its_code_reads(monkeypat
     assert studies.fingerprint(base) == plain
     monkeypatch.setitem(studies.BUILDS, "uvit", scaled)
     assert studies.fingerprint(base) != plain
+
+
+def test_the_fingerprint_does_not_depend_on_the_thread_count():
+    variant = studies.Variant("adaLN", "conditioning-dit", {"conditioning": "adaLN"})
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = studies.fingerprint(variant)
+        torch.set_num_threads(1)
+        assert studies.fingerprint(variant) == two
+    finally:
+        torch.set_num_threads(threads)
