@@ -125,8 +125,8 @@ def test_every_chapter_glues_its_headline_numbers(built_book, chapter):
     for cell in executed["cells"]:
         for out in cell.get("outputs", []):
             name = out.get("metadata", {}).get("scrapbook", {}).get("name")
-            if name:
-                glued[name] = out.get("data", {}).get("text/plain")
+            if name:  # myst-nb stores a glued value under its mime prefix: application/papermill.record/text/plain
+                glued[name] = next((v for k, v in out.get("data", {}).items() if k.endswith("text/plain")), None)
     missing = [n for n in ("profile", *HEADLINE[chapter]) if n not in glued]
     assert not missing, f"{chapter} does not glue {missing}"
     assert glued["profile"].strip("'\"") == "ci"

@@ -38,9 +38,13 @@ def test_the_floor_at_a_sample_count_is_seeded_and_higher_with_fewer_images():
 
 
 def test_a_damaged_judge_cache_is_retrained(tmp_path, monkeypatch, capsys):
+    """With no shipped weights to fall back on (tests/test_weights.py covers that case), a damaged file is
+    retrained and replaced."""
+    import course.lab.config as config
     import course.lab.metrics as m
 
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    monkeypatch.setattr(config, "SHIPPED_WEIGHTS", tmp_path / "no-shipped-weights")
     monkeypatch.setattr(m, "_JUDGES", {})
     fresh = m.Judge(m.DigitJudge(), 8, 0.5, np.zeros(128), np.eye(128))
     monkeypatch.setattr(m, "train_judge", lambda size, **kwargs: fresh)  # stands in for a retraining
