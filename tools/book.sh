@@ -66,11 +66,13 @@ if [ "$(cat "$STATIC/.complete" 2>/dev/null)" != "$MATHJAX $WIDGETS $REQUIREJS v
   echo "$MATHJAX $WIDGETS $REQUIREJS v2" > "$STATIC/.complete"
 fi
 
-# --- incremental execution: a stamp of everything the notebooks import besides themselves ---------------------------
+# --- incremental execution: a stamp of everything the notebooks import or read besides themselves -----------------
 CACHE=$BUILD/.jupyter_cache
 STAMP=$(
   { echo "profile=$PROFILE"; python -c "import sys, importlib.metadata as m; print(sys.version, m.version('torch'))";
-    find course solutions -name '*.py' -type f | LC_ALL=C sort | xargs sha256sum; } | sha256sum | cut -c1-16)
+    find course solutions -name '*.py' -type f | LC_ALL=C sort | xargs sha256sum
+    find results -maxdepth 1 -name '*.json' -type f 2>/dev/null | LC_ALL=C sort | xargs -r sha256sum; } \
+  | sha256sum | cut -c1-16)  # the studies' records too: the chapters read them
 ARGS=()
 if [ "$(cat "$CACHE.stamp" 2>/dev/null)" != "$STAMP" ]; then
   [ -d "$CACHE" ] && echo "course/, solutions/ or the profile changed: every notebook runs again"
