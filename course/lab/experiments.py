@@ -13,7 +13,7 @@ glues the numbers under the names every chapter shares (shared/SYLLABUS.md: `hea
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -61,12 +61,6 @@ class Headline:
     guided: Evaluation  # w = `w_guided`
     floor: float  # FD of as many real training digits as there are samples
     w_guided: float = 2.0
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def learned(self) -> bool:
-        """The guided samples are mostly the asked-for digit: below 30 % no comparison is worth wording."""
-        return self.guided.acc >= 0.3
 
     def summary(self) -> str:
         return (f"{self.name}: {self.run.steps} steps in {self.run.seconds:.0f} s "
