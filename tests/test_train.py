@@ -280,3 +280,35 @@ def test_cuda_graphs_train_as_eager_does():
     graphs = train(small(), X, Y, steps=8, batch_size=32, progress=False, device="cuda", compile=True, amp=False)
     assert graphs.compile_steps == 3
     assert torch.allclose(torch.tensor(graphs.losses), torch.tensor(eager.losses), rtol=1e-3, atol=1e-5)
+
+
+def test_min_snr_weights_cap_the_nearly_clean_timesteps():
+    from course.diffusion import Diffusion
+    from course.lab.train import min_snr_weights
+
+    ab = Diffusion(T=1000, schedule="cosine").alphas_cumprod
+    t = torch.arange(1000)
+    w = min_snr_weights(ab, t, 5.0)
+    snr = ab / (1 - ab)
+    assert torch.allclose(w[snr <= 5].double(), torch.ones(int((snr <= 5).sum()), dtype=torch.float64))
+    assert torch.allclose(w[snr > 5].double(), (5 / snr[snr > 5]).double(), rtol=1e-5)
+    assert w[0] < 0.01 and w[-1] == 1  # t = 0 is nearly clean: its weight is tiny; pure noise keeps weight 1
+
+
+def test_min_snr_loss_is_the_plain_loss_reweighted():
+    """Same draws: with γ so large that every weight is 1 the weighted loss is the plain ε-loss, and with γ = 5 it
+    is smaller (every weight ≤ 1)."""
+    from course.diffusion import Diffusion
+    from course.lab.train import diffusion_loss_fn
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(1, 1, 3, padding=1)
+    net = lambda x, t, y: model(x)  # noqa: E731 - a denoiser that ignores t and y
+    d = Diffusion(T=1000, schedule="cosine")
+    x0 = torch.randn(16, 1, 8, 8)
+    losses = {}
+    for gamma in (None, 1e12, 5.0):
+        fn = diffusion_loss_fn(d, batch_size=16, rows=slice(0, 16), p_uncond=0.0, num_classes=None,
+                               device=torch.device("cpu"), min_snr_gamma=gamma)
+        losses[gamma] = fn(net, x0, None, torch.Generator().manual_seed(3)).item()
+    assert abs(losses[1e12] - losses[None]) < 1e-5 and losses[5.0] < losses[None]
