@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from course.lab.data import digits  # noqa: E402
-from course.lab.experiments import BUILDERS, RECIPE, label_dropout  # noqa: E402
+from course.lab.experiments import RECIPE, label_dropout  # noqa: E402
+from course.lab.studies import BUILDS  # noqa: E402
 from course.lab.metrics import evaluate, fd_floor  # noqa: E402
 from course.lab.train import train  # noqa: E402
 
@@ -39,7 +40,8 @@ RECIPES = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="dit", choices=sorted(BUILDERS))
+    parser.add_argument("--model", default="dit", choices=["dit", "uvit", "diffit"],
+                        help="the chapters' models: DiT-Ti/2, the course U-ViT, DiffiT-T")
     parser.add_argument("--only", nargs="*", default=None, help="recipes to run (default: all)")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--steps", type=int, default=None, help="override every recipe's steps")
@@ -59,7 +61,7 @@ def main() -> None:
             continue
         for seed in args.seeds:
             torch.manual_seed(seed)
-            model = BUILDERS[args.model]()
+            model = BUILDS[args.model]()  # course.lab.studies' builders, with their defaults
             recipe = {**RECIPE, **overrides}
             start = time.perf_counter()
             run = train(model, x, y, diffusion=diffusion, steps=args.steps or steps, seed=seed,

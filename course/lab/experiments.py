@@ -24,28 +24,6 @@ from course.lab.train import TrainResult, train
 RECIPE = dict(lr=3e-3, batch_size=64, warmup=50, ema_decay=0.999, min_snr_gamma=5.0)
 
 
-def _dit():
-    from course.dit import create_dit
-
-    return create_dit("DiT-Ti/2")
-
-
-def _uvit():
-    from course.uvit import create_uvit
-
-    return create_uvit()
-
-
-def _diffit():
-    from course.diffit import create_diffit
-
-    return create_diffit("DiffiT-T")
-
-
-# The chapters' main class-conditional digit models (8×8), built from the learner's modules (or the reference).
-BUILDERS = {"dit": _dit, "uvit": _uvit, "diffit": _diffit}
-
-
 def label_dropout(model) -> float:
     """The loss's label-dropout probability for `model`: 0 when the model drops labels itself (DiT's
     `y_embedder.dropout_prob`), else the 10 % of classifier-free guidance."""
