@@ -239,11 +239,13 @@ def check_ddpm_loss(impl, ref):
 # ---------------------------------------------------------------------------------------------------------------
 # ddpm_step
 # ---------------------------------------------------------------------------------------------------------------
-def _ddpm(x_t, eps, t, betas, alphas_cumprod, noise, *, last=True, sigma=None, inv_sqrt_alpha=True, eps_sqrt=True):
+def _ddpm(x_t, eps, t, betas, alphas_cumprod, noise, *, last=True, sigma=None, inv_sqrt_alpha=True, eps_sqrt=True,
+          bar_in_front=False):
     """DDPM's Algorithm 2 step with one ingredient changed: the common body of the wrong versions."""
     beta, alpha_bar = betas[t].item(), alphas_cumprod[t].item()
     coef = beta / math.sqrt(1 - alpha_bar) if eps_sqrt else beta / (1 - alpha_bar)
-    mean = (x_t - coef * eps) / (math.sqrt(1 - beta) if inv_sqrt_alpha else 1.0)
+    front = math.sqrt(alpha_bar) if bar_in_front else math.sqrt(1 - beta)
+    mean = (x_t - coef * eps) / (front if inv_sqrt_alpha else 1.0)
     if t == 0 and last:
         return mean
     return mean + math.sqrt(beta if sigma is None else sigma) * noise
@@ -267,6 +269,12 @@ def _(x_t, eps, t, betas, alphas_cumprod, noise):
 @mistake("diffusion.ddpm_step", "ε is scaled by β_t/(1 − ᾱ_t) without the square root")
 def _(x_t, eps, t, betas, alphas_cumprod, noise):
     return _ddpm(x_t, eps, t, betas, alphas_cumprod, noise, eps_sqrt=False)
+
+
+@mistake("diffusion.ddpm_step", "the mean is divided by √ᾱ_t (the cumulative product) instead of √α_t, with α_t = "
+                               "1 − β_t the one step's")
+def _(x_t, eps, t, betas, alphas_cumprod, noise):
+    return _ddpm(x_t, eps, t, betas, alphas_cumprod, noise, bar_in_front=True)
 
 
 @exercise("diffusion.ddpm_step")

@@ -245,6 +245,42 @@ mistake_edit("dit.DiTBlock.forward", "the LayerNorms were given their own affine
              "self.norm1 = nn.LayerNorm(hidden_size, eps=1e-6)", says="norm1.weight")
 
 
+BLOCK_STEPS = {  # submodule -> what to look at when the input it gets first differs from the reference's
+    "adaLN_modulation": "the condition: adaLN_modulation reads c as given, once per block",
+    "norm1": "the attention branch: norm1 reads the block's input tokens",
+    "attn": "what the attention reads: the modulated norm1 of the tokens, with the first two of the six chunks "
+            "(shift, then scale), broadcast over the tokens",
+    "norm2": "the residual of the attention branch: norm2 reads the tokens after x + gate · attention, the gate "
+             "being the third chunk",
+    "mlp": "what the MLP reads: the modulated norm2 of the tokens, with the fourth and fifth chunks",
+    "*": "the MLP's residual: its output is multiplied by the last chunk, the MLP's gate, before it is added",
+}
+FINAL_STEPS = {
+    "adaLN_modulation": "the condition: adaLN_modulation reads c as given",
+    "norm_final": "the tokens given to the LayerNorm: x as it came in",
+    "linear": "what the decoder reads: the modulated norm_final of the tokens, with the two chunks in the order "
+              "(shift, scale)",
+    "*": "the output: linear's result is returned as it is",
+}
+
+
+def _dit_steps(depth: int) -> dict[str, str]:
+    steps = {
+        "x_embedder": "the image given to the patch embedding: x as it came in",
+        "t_embedder": "the timestep t as given",
+        "y_embedder": "the labels y as given, with the model's training mode",
+        "blocks.0": "the inputs of the first block: the patch tokens plus pos_embed, and one condition vector per "
+                    "image from the time and the label embeddings together",
+        "final_layer": "the blocks: each one reads the previous one's tokens and the same c, and the final layer "
+                       "reads the last block's tokens and c",
+        "*": "the way back to an image: the final layer's tokens are the patches of the (H/p, W/p) grid in "
+             "row-major order, each token's values in (row in patch, column in patch, channel) order",
+    }
+    for i in range(1, depth):
+        steps[f"blocks.{i}"] = "the blocks: each one reads the previous one's tokens and the same c"
+    return steps
+
+
 @exercise("dit.DiTBlock.forward")
 def check_dit_block(impl, ref):
     cases = ((32, 4, 2, 5), (16, 2, 1, 1), (24, 3, 3, 16))
@@ -253,7 +289,7 @@ def check_dit_block(impl, ref):
         with seeded(20 + i):
             x, c = torch.randn(B, N, D), torch.randn(B, D)
         compare_forward(mine, block, (x, c), exercise="dit.DiTBlock.forward",
-                        what=f"DiTBlock(D={D}, heads={heads}) on x {(B, N, D)}")
+                        what=f"DiTBlock(D={D}, heads={heads}) on x {(B, N, D)}", steps=BLOCK_STEPS)
     return ("matches the reference on random weights, forward and backward (atol 1e-5), for (B, N, D) = (2, 5, 32), "
             "(1, 1, 16), (3, 16, 24).")
 
@@ -287,7 +323,7 @@ def check_final_layer(impl, ref):
         with seeded(40 + i):
             x, c = torch.randn(B, N, D), torch.randn(B, D)
         compare_forward(mine, layer, (x, c), exercise="dit.FinalLayer.forward",
-                        what=f"FinalLayer(D={D}, p={p}, C_out={C}) on x {(B, N, D)}")
+                        what=f"FinalLayer(D={D}, p={p}, C_out={C}) on x {(B, N, D)}", steps=FINAL_STEPS)
     return "matches the reference on random weights, forward and backward (atol 1e-5), three shapes incl. batch 1."
 
 
@@ -557,10 +593,10 @@ def check_dit_forward(impl, ref):
         what = f"DiT (eval mode, {cfg['input_size']}×{cfg['input_size']}×{C}, patch {cfg['patch_size']})"
         # y is required (DiT has no y=None): the null class is the label num_classes itself.
         check_denoiser(mine, model, x, t, y, exercise="dit.DiT.forward", num_classes=cfg["num_classes"], what=what,
-                       null_label=False)
+                       null_label=False, steps=_dit_steps(cfg["depth"]))
         mine.train(), model.train()
         compare_forward(mine, model, (x, t, y), exercise="dit.DiT.forward", what=what.replace("eval", "training"),
-                        seed=90 + k)
+                        seed=90 + k, steps=_dit_steps(cfg["depth"]))
     return ("matches the reference on random weights in eval and training mode (same label dropout), forward and "
             "backward (atol 1e-5), for 8×8×1 patch 2, 8×8×3 patch 4 (batch 1, learned σ) and 6×6×2 patch 3; the "
             "output depends on t and y.")

@@ -39,12 +39,13 @@ def _pair(impl_cls, ref_cls, seed, **config):
 # GenViT.forward
 # ---------------------------------------------------------------------------------------------------------------
 def _genvit(self, x, t=None, y=None, *, return_tokens=False, per_channel=False, one_plus=True, swap=False,
-            ffn=True, inside=False, drop="first", pos=True):
+            ffn=True, inside=False, drop="first", pos=True, cls_last=False):
     """GenViT.forward with one thing changed: the common body of the wrong versions below."""
     B, C, H, W = x.shape
     p = self.patch_size
     L = _layers()
-    h = torch.cat([self.cls_token.expand(B, -1, -1), self.patch_embed(L.patchify(x, p))], dim=1)
+    parts = [self.cls_token.expand(B, -1, -1), self.patch_embed(L.patchify(x, p))]
+    h = torch.cat(parts[::-1] if cls_last else parts, dim=1)
     h = h + self.pos_embedding if pos else h
     temb = self.time_mlp(t) if t is not None else None
 
@@ -114,6 +115,38 @@ def _(self, x, t=None, y=None, *, return_tokens=False):
     return _genvit(self, x, t, y, return_tokens=return_tokens, pos=False)
 
 
+@mistake("genvit.GenViT.forward", "the CLS token is appended after the patch tokens; it goes first, at index 0 "
+                                  "(pos_embedding's first row and time_layer's first scale and shift are its)")
+def _(self, x, t=None, y=None, *, return_tokens=False):
+    return _genvit(self, x, t, y, return_tokens=return_tokens, cls_last=True, drop="last")
+
+
+def _genvit_steps(depth: int, head: str = "recon_head") -> dict[str, str]:
+    steps = {
+        "patch_embed": "the patch tokens: patch_embed reads patchify(x, p), (B, N, p·p·C), x as it came in",
+        "time_mlp": "the time features: time_mlp reads the raw integer timesteps t as given",
+        "*": "the way back to an image: the CLS token is dropped and the N patch tokens are unpatchified to the "
+             "input's grid",
+    }
+    for i in range(depth):
+        steps[f"blocks.{i}.time_layer"] = "the time features: every block's time_layer reads time_mlp(t)"
+        steps[f"blocks.{i}.norm1"] = (
+            "the residual stream entering the block's attention: [CLS, patch tokens] + pos_embedding (the CLS "
+            "token first), then, when t is given, modulated per token, x · (1 + scale) + shift, with the scales "
+            "being the first N + 1 values of time_layer's output and the shifts the last N + 1"
+            if i == 0 else
+            "the residual stream entering the block's attention: the previous block's output, modulated per "
+            "token when t is given, x · (1 + scale) + shift")
+        steps[f"blocks.{i}.attn"] = "what the attention reads: norm1 of the (modulated) residual stream"
+        steps[f"blocks.{i}.norm2"] = ("the residual stream entering the MLP: after the attention's residual sum, "
+                                      "modulated again with the same scale and shift when ffn_time (and t is given)")
+        steps[f"blocks.{i}.mlp"] = "what the MLP reads: norm2 of the residual stream"
+    steps[head] = ("what the head reads: the patch tokens after the last block, without the CLS token"
+                   if head == "recon_head" else
+                   "what the classification head reads: the CLS token (index 0) after the last block")
+    return steps
+
+
 @exercise("genvit.GenViT.forward")
 def check_GenViT_forward(impl, ref):
     configs = [
@@ -130,8 +163,9 @@ def check_GenViT_forward(impl, ref):
             x = torch.randn(B, config["in_channels"], config["img_size"], config["img_size"])
             t = torch.randint(0, 1000, (B,))
         what = f"GenViT(patch {config['patch_size']}, D {config['dim']}) on {tuple(x.shape)}"
-        compare_forward(mine, theirs, (x, t), exercise="genvit.GenViT.forward", what=what, atol=1e-4)
-        compare_forward(mine, theirs, (x, None), exercise="genvit.GenViT.forward", atol=1e-4,
+        steps = _genvit_steps(config["depth"])
+        compare_forward(mine, theirs, (x, t), exercise="genvit.GenViT.forward", what=what, atol=1e-4, steps=steps)
+        compare_forward(mine, theirs, (x, None), exercise="genvit.GenViT.forward", atol=1e-4, steps=steps,
                         what=f"{what} with t=None and return_tokens=True", kwargs={"return_tokens": True},
                         hint="t=None skips the time modulation entirely; return_tokens returns the (B, N+1, D) "
                              "tokens after the blocks, CLS first.")
@@ -179,8 +213,11 @@ def check_HybViT_classify(impl, ref):
         mine, theirs = _pair(impl.HybViT, ref.HybViT, 500 + i, **config)
         with seeded(520 + i):
             x = torch.randn(B, config["in_channels"], 8, 8)
+        steps = _genvit_steps(config["depth"], head="mlp_head")
+        steps["time_mlp"] = "the timestep: the classifier runs the shared network with t = None, so no time features"
+        steps["*"] = "the output: mlp_head's logits are returned as they are"
         compare_forward(mine, theirs, (x,), method="classify", exercise="genvit.HybViT.classify", atol=1e-4,
-                        what=f"HybViT.classify ({config['num_classes']} classes) on {tuple(x.shape)}")
+                        what=f"HybViT.classify ({config['num_classes']} classes) on {tuple(x.shape)}", steps=steps)
     return ("logits and gradients match for 10 and 3 classes, batch 1; no timestep, the CLS token, LayerNorm → "
             "Linear (atol 1e-4).")
 
@@ -208,7 +245,7 @@ def check_HybViT_denoise(impl, ref):
             x = torch.randn(B, 1, 8, 8)
             t = torch.randint(0, 1000, (B,))
         compare_forward(mine, theirs, (x, t), method="denoise", exercise="genvit.HybViT.denoise", atol=1e-4,
-                        what=f"HybViT.denoise on {tuple(x.shape)}")
+                        what=f"HybViT.denoise on {tuple(x.shape)}", steps=_genvit_steps(config["depth"]))
         mine.zero_grad()
         theirs.zero_grad()
     return "ε̂ and gradients match the reference's GenViT forward pass with the raw timestep (batch 2 and 1)."

@@ -3,7 +3,8 @@ import math
 
 import torch
 
-from course.grader.checks.kit import exercise, expect, expect_close, expect_tensor, mistake, seeded, wrong_outputs
+from course.grader.checks.kit import (CheckFailed, exercise, expect, expect_close, expect_tensor, mistake, patched,
+                                      seeded, wrong_outputs)
 from course.grader.checks.kit import hints
 from course.grader.exercises import reference_module
 
@@ -159,12 +160,50 @@ class _Denoiser(torch.nn.Module):
         return torch.tanh(self.mix(x)) * gain + self.label(y)[:, :, None, None]
 
 
-def _sample(fn, parts, case):
+def _sample(fn, parts, case, record: dict | None = None):
+    """Run one version of sample_images; with `record`, note what it gave the sampler and the decoder."""
     model, ae, diffusion = parts
     scale, shape, y, steps, w, seed = case
-    with torch.no_grad():
+    sample, decode = diffusion.sample, ae.decode
+
+    def sampled(*args, **kwargs):
+        out = sample(*args, **kwargs)
+        record.setdefault("sample", []).append((kwargs, out.detach().clone()))
+        return out
+
+    def decoded(z):
+        record.setdefault("decode", []).append(z.detach().clone())
+        return decode(z)
+
+    watch = dict(sample=sampled) if record is not None else {}
+    with torch.no_grad(), patched(diffusion, **watch), patched(ae, **(dict(decode=decoded) if watch else {})):
         return fn(model, ae, diffusion, scale, shape, y, steps=steps, w=w,
                   generator=torch.Generator().manual_seed(seed))
+
+
+def _pipeline_step(want: dict, got: dict) -> str | None:
+    """The first step of the way out where the learner's run departs from the reference's."""
+    if not got.get("sample"):
+        return "The first step that differs: diffusion.sample is never called. Look at where the latents come from."
+    (want_kwargs, want_z), (got_kwargs, got_z) = want["sample"][0], got["sample"][0]
+    for name in ("clip", "steps", "w"):
+        if got_kwargs.get(name, want_kwargs.get(name) if name != "clip" else True) != want_kwargs.get(name):
+            advice = ("what DDIM's clip assumes about the data it samples, and the scale of these latents"
+                      if name == "clip" else f"the caller's {name}, which sample_images passes on")
+            return (f"The first step that differs: diffusion.sample is called with {name}="
+                    f"{got_kwargs.get(name, 'its default')}. Look at {advice}.")
+    if not (isinstance(got_z, torch.Tensor) and got_z.shape == want_z.shape and torch.allclose(got_z, want_z,
+                                                                                                atol=1e-5)):
+        return ("The first step that differs: the latents diffusion.sample returns. Look at the arguments passed to "
+                "it: the shape, the labels, the generator.")
+    if not got.get("decode"):
+        return "The first step that differs: autoencoder.decode is never called."
+    z = got["decode"][0]
+    if not (z.shape == want["decode"][0].shape and torch.allclose(z, want["decode"][0], atol=1e-5)):
+        return ("The first step that differs: the latents given to autoencoder.decode. Look at their units: the "
+                "sampler works in the space the model was trained in, the decoder in the autoencoder's own.")
+    return ("Every step up to the decoder agrees. Look at what happens to the decoded images: they are returned "
+            "as pixels in [-1, 1].")
 
 
 @mistake("latent.sample_images", "DDIM clips its x̂0 to [-1, 1] (clip=True, the default): right for pixels, wrong "
@@ -219,10 +258,17 @@ def check_sample_images(impl, ref):
         scale, shape, y, steps, w, seed = case
         what = (f"sample_images with latents {shape}, scale {scale}, {steps} DDIM steps, "
                 + ("no labels" if y is None else f"w = {w}"))
-        want = _sample(ref.sample_images, (model, ae, diffusion), case)
-        got = _sample(impl.sample_images, (model, ae, diffusion), case)
+        seen_want, seen_got = {}, {}
+        want = _sample(ref.sample_images, (model, ae, diffusion), case, seen_want)
+        got = _sample(impl.sample_images, (model, ae, diffusion), case, seen_got)
         wrong = {m.name: _sample(m.code, (model, ae, diffusion), case) for m in mistakes("latent.sample_images")}
-        expect_close(got, want, what=what, atol=1e-5, mistakes=wrong)
+        try:
+            expect_close(got, want, what=what, atol=1e-5, mistakes=wrong)
+        except CheckFailed as e:
+            if "common mistake" in str(e) or not isinstance(got, torch.Tensor) or got.shape != want.shape:
+                raise
+            raise CheckFailed(f"{str(e).split(' Hint: ')[0]} {_pipeline_step(seen_want, seen_got)} "
+                              f"(more: hint(\"latent.sample_images\"))") from None
     return ("DDIM in latent space without clipping, latents divided by the scale and decoded, images in [-1, 1]; "
             "three scales, batch 1 to 3, with and without guidance.")
 

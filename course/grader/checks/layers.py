@@ -319,6 +319,14 @@ def _(self, x):
     return self.proj(out.transpose(1, 2).reshape(B, N, D))
 
 
+ATTENTION_STEPS = {  # submodule -> what to look at when the input it gets first differs from the reference's
+    "qkv": "the tokens given to the layer: qkv_heads reads x as it came in",
+    "proj": "what proj reads: every head's output, put back side by side in the D channels of its own token "
+            "(head h's d values at channels h·d to h·d + d − 1), one row per token",
+    "*": "the output: proj's result is returned as it is",
+}
+
+
 @exercise("layers.Attention.forward")
 def check_Attention_forward(impl, ref):
     notes = []
@@ -328,7 +336,8 @@ def check_Attention_forward(impl, ref):
         with seeded(15):
             x = torch.randn(*shape, dim)
         compare_forward(mine, theirs, (x,), exercise="layers.Attention.forward",
-                        what=f"Attention(dim={dim}, heads={heads}, fused={fused}) on {tuple(x.shape)}")
+                        what=f"Attention(dim={dim}, heads={heads}, fused={fused}) on {tuple(x.shape)}",
+                        steps=ATTENTION_STEPS)
         notes.append(f"{heads}h{'' if fused else '/manual'}")
     return ("outputs and gradients match for " + ", ".join(notes) + " (fused and hand-written paths, batch 1, "
             "one token; atol 1e-5).")

@@ -2,7 +2,8 @@
 import torch
 import torch.nn.functional as F
 
-from course.grader.checks.kit import check_denoiser, compare_forward, exercise, mistake, random_pair, seeded
+from course.grader.checks.kit import (check_denoiser, compare_forward, exercise, mistake, name_a_raise, random_pair,
+                                      seeded)
 from course.grader.checks.kit import hints
 
 
@@ -60,10 +61,23 @@ def _(self, x, emb):
     return _resblock(self, x, emb, dropout_last=True)
 
 
-@mistake("unet.ResBlock.forward", "the shortcut is x itself even when the channels change (use self.nin_shortcut)",
-         says="raised")
+@mistake("unet.ResBlock.forward", "the shortcut is x itself even when the channels change (use self.nin_shortcut)")
 def _(self, x, emb):
     return x + _resblock(self, x, emb, shortcut=False)
+
+
+RESBLOCK_STEPS = {  # submodule -> what to look at when the input it gets first differs from the reference's
+    "norm1": "the block's input: the first stage reads x as it came in",
+    "conv1": "the first stage: conv1 reads the activated GroupNorm of x (norm first, then SiLU)",
+    "temb_proj": "the embedding branch: temb_proj reads the activated embedding, SiLU(emb)",
+    "norm2": "where the time enters: the second stage reads conv1's output shifted by temb_proj's, one value per "
+             "channel, the same at every pixel",
+    "dropout": "the second stage: dropout reads the activated norm2 of h (norm first, then SiLU)",
+    "conv2": "what conv2 reads: the dropout's output",
+    "nin_shortcut": "the shortcut: nin_shortcut reads the block's input x (it is an identity when the channels do "
+                    "not change)",
+    "*": "the residual sum: the block returns the shortcut plus the second stage's output",
+}
 
 
 @exercise("unet.ResBlock.forward")
@@ -75,8 +89,9 @@ def check_ResBlock_forward(impl, ref):
         mine.eval(), theirs.eval()
         with seeded(40 + i):
             x, emb = torch.randn(*shape), torch.randn(shape[0], emb_dim)
-        compare_forward(mine, theirs, (x, emb), exercise="unet.ResBlock.forward",
-                        what=f"ResBlock({c_in} → {c_out}) on {tuple(shape)} (eval mode)")
+        what = f"ResBlock({c_in} → {c_out}) on {tuple(shape)} (eval mode)"
+        name_a_raise("unet.ResBlock.forward", mine, theirs, (x, emb), what)
+        compare_forward(mine, theirs, (x, emb), exercise="unet.ResBlock.forward", what=what, steps=RESBLOCK_STEPS)
     # In training mode, dropout must sit where the reference has it (same seed, same mask).
     mine, theirs = random_pair(impl.ResBlock, ref.ResBlock, 8, 16, 16, dropout=0.5, seed=50, norms_only=True)
     mine.train(), theirs.train()
@@ -84,7 +99,7 @@ def check_ResBlock_forward(impl, ref):
         x, emb = torch.randn(2, 8, 4, 4), torch.randn(2, 16)
     compare_forward(mine, theirs, (x, emb), exercise="unet.ResBlock.forward",
                     what="ResBlock in training mode with dropout 0.5",
-                    hint="dropout sits between the second SiLU and conv2, once.")
+                    hint="dropout sits between the second SiLU and conv2, once.", steps=RESBLOCK_STEPS)
     return ("outputs and gradients match for 16→16, 8→16 (1×1 shortcut, odd 3×5 map, batch 1), 16→8, and with "
             "dropout in training mode (atol 1e-5).")
 
@@ -152,20 +167,52 @@ def _(self, x, t, y=None):
     return _unet(self, x, t, y, head="conv")
 
 
-@mistake("unet.UNet.forward", "the skip is added to h instead of concatenated along the channels", says="raised")
+@mistake("unet.UNet.forward", "the skip is added to h instead of concatenated along the channels")
 def _(self, x, t, y=None):
     return _unet(self, x, t, y, skip="add")
 
 
 @mistake("unet.UNet.forward", "the skips are taken first-in first-out (skips.pop(0)); the up path needs the last "
-                              "one first", says="raised")
+                              "one first")
 def _(self, x, t, y=None):
     return _unet(self, x, t, y, pop_first=True)
 
 
-@mistake("unet.UNet.forward", "the skip is kept after downsampling instead of before", says="raised")
+@mistake("unet.UNet.forward", "the skip is kept after downsampling instead of before")
 def _(self, x, t, y=None):
     return _unet(self, x, t, y, skip_after_down=True)
+
+
+def _unet_steps(model) -> dict[str, str]:
+    """What to look at, per given submodule of this U-Net, when the input it gets first differs."""
+    levels = len(model.channels)
+    steps = {
+        "time_embed": "the timestep t as given",
+        "label_embed": "the labels: y as given, the null class self.num_classes where y is None (self.embed does "
+                       "both)",
+        "conv_in": "the image x as it came in",
+        "mid_block1": "the bottom of the U: the middle reads the last level's output, which is not downsampled",
+        "mid_attn": "the middle: the attention block reads mid_block1's output (and takes no embedding)",
+        "mid_block2": "the middle: mid_block2 reads mid_attn's output",
+        "norm_out": "the head: norm_out reads the last level's output as it is (the activation comes after the "
+                    "norm)",
+        "conv_out": "the head: conv_out reads the activated norm_out of h (norm first, then SiLU)",
+        "*": "the output: conv_out's result is returned as it is",
+    }
+    for i, blocks in enumerate(model.down):
+        for j in range(len(blocks)):
+            steps[f"down.{i}.{j}"] = ("the down path: each ResBlock reads the previous step's features and the "
+                                      "embedding self.embed(t, y), the same for every block")
+        steps[f"downsample.{i}"] = "the down path: a level's output is kept as its skip, then downsampled"
+    for k, blocks in enumerate(model.up):
+        level = levels - 1 - k
+        steps[f"up.{k}.0"] = (f"the long skips: up.{k} works at level {level}, and its first ResBlock reads the "
+                              "features concatenated with that level's skip along the channels, features first "
+                              "(the skip kept last is used first)")
+        for j in range(1, len(blocks)):
+            steps[f"up.{k}.{j}"] = "the up path: each further ResBlock reads the previous one's output"
+        steps[f"upsample.{k}"] = "the up path: a level's ResBlocks come before its upsample"
+    return steps
 
 
 @exercise("unet.UNet.forward")
@@ -183,8 +230,10 @@ def check_UNet_forward(impl, ref):
             x = torch.randn(*shape)
             t = torch.randint(0, 1000, (shape[0],))
             y = torch.randint(0, ncls + 1, (shape[0],))
-        check_denoiser(mine, theirs, x, t, y, exercise="unet.UNet.forward", num_classes=ncls,
-                       what=f"UNet(channels={channels}, num_res_blocks={nrb}) on {tuple(shape)}")
+        what = f"UNet(channels={channels}, num_res_blocks={nrb}) on {tuple(shape)}"
+        name_a_raise("unet.UNet.forward", mine, theirs, (x, t, y), what)
+        check_denoiser(mine, theirs, x, t, y, exercise="unet.UNet.forward", num_classes=ncls, what=what,
+                       steps=_unet_steps(theirs))
     return ("outputs and gradients match for 3 U-Nets (1 and 3 channels, 2 and 3 levels, 1 and 2 ResBlocks per "
             "level, non-square 6×10 and 4×12 inputs, batch 1; atol 1e-5); y=None is the null class; the output "
             "depends on t and y.")

@@ -2,8 +2,8 @@
 import torch
 import torch.nn as nn
 
-from course.grader.checks.kit import (check_denoiser, compare_forward, exercise, mistake, mistake_edit, random_pair,
-                                      seeded)
+from course.grader.checks.kit import (check_denoiser, compare_forward, exercise, mistake, mistake_edit, name_a_raise,
+                                      random_pair, seeded)
 from course.grader.checks.kit import hints
 from course.grader.exercises import reference_module
 
@@ -41,6 +41,15 @@ def _(self, x):
     return x + self.mlp(self.norm1(x))
 
 
+BLOCK_STEPS = {  # submodule -> what to look at when the input it gets first differs from the reference's
+    "norm1": "the attention branch: it reads norm1 of the block's input",
+    "attn": "what the attention reads: norm1 of the tokens, not the tokens themselves",
+    "norm2": "the MLP branch: it reads norm2 of the tokens after the attention's residual sum",
+    "mlp": "what the MLP reads: norm2 of the tokens after the attention's residual sum",
+    "*": "the residual sums: each branch's output is added to the tokens it read from",
+}
+
+
 @exercise("vit.ViTBlock.forward")
 def check_ViTBlock_forward(impl, ref):
     for i, (dim, heads, ratio, shape) in enumerate(((32, 4, 4.0, (2, 5)), (16, 2, 2.0, (1, 1)),
@@ -49,7 +58,7 @@ def check_ViTBlock_forward(impl, ref):
         with seeded(120 + i):
             x = torch.randn(*shape, dim)
         compare_forward(mine, theirs, (x,), exercise="vit.ViTBlock.forward",
-                        what=f"ViTBlock(dim={dim}, heads={heads}) on {tuple(x.shape)}")
+                        what=f"ViTBlock(dim={dim}, heads={heads}) on {tuple(x.shape)}", steps=BLOCK_STEPS)
     return "outputs and gradients match for 3 widths (batch 1, a single token, 16 tokens; atol 1e-5)."
 
 
@@ -108,10 +117,49 @@ def _(self, x, t, y=None):
     return self.head(self.norm(tokens)).reshape(B, C, H, W)
 
 
-mistake_edit("vit.ViTDenoiser.forward", "the stored pos_embed is added whatever the input size (use "
-             "pos_embed_for(H/p, W/p))", "self.pos_embed_for(H // p, W // p)", "self.pos_embed", says="raised")
+@mistake("vit.ViTDenoiser.forward", "unpatchify is not given the grid (H/p, W/p), so it assumes a square one")
+def _(self, x, t, y=None):
+    B, C, H, W = x.shape
+    p = self.patch_size
+    y = torch.full_like(t, self.num_classes) if y is None else y
+    c = self.t_embedder(t) + self.y_embedder(y)
+    tokens = self.x_embedder(x) + self.pos_embed_for(H // p, W // p) + c[:, None]
+    for block in self.blocks:
+        tokens = block(tokens)
+    return reference_module("layers").unpatchify(self.head(self.norm(tokens)), p)
+
+
+@mistake("vit.ViTDenoiser.forward", "the stored pos_embed is added whatever the input size (an input of another "
+                                    "size than img_size needs pos_embed_for(H/p, W/p))")
+def _(self, x, t, y=None):
+    B, C, H, W = x.shape
+    p = self.patch_size
+    y = torch.full_like(t, self.num_classes) if y is None else y
+    tokens = self.x_embedder(x) + self.pos_embed + (self.t_embedder(t) + self.y_embedder(y))[:, None]
+    for block in self.blocks:
+        tokens = block(tokens)
+    return reference_module("layers").unpatchify(self.head(self.norm(tokens)), p, (H // p, W // p))
+
+
 mistake_edit("vit.ViTDenoiser.forward", "unpatchify gets the grid as (W/p, H/p)",
              "unpatchify(out, p, (H // p, W // p))", "unpatchify(out, p, (W // p, H // p))", says="should have shape")
+
+
+def _denoiser_steps(depth: int) -> dict[str, str]:
+    steps = {
+        "x_embedder": "the image given to the patch embedding: x as it came in",
+        "t_embedder": "the timestep t as given",
+        "y_embedder": "the labels: y as given, the null class self.num_classes where y is None",
+        "blocks.0": "the tokens entering the first block: the patch tokens plus the fixed position embedding of "
+                    "this input's (H/p, W/p) grid, plus the conditioning vector, the same on every token",
+        "norm": "the blocks: each one's output is the next one's input, and the last one's goes to norm",
+        "head": "what the head reads: the final LayerNorm of the last block's tokens",
+        "*": "the way back to an image: the head's tokens are patches of a grid of H/p rows and W/p columns, each "
+             "token's values in (row in patch, column in patch, channel) order",
+    }
+    for i in range(1, depth):
+        steps[f"blocks.{i}"] = "the blocks: each one's output is the next one's input"
+    return steps
 
 
 @exercise("vit.ViTDenoiser.forward")
@@ -135,8 +183,10 @@ def check_ViTDenoiser_forward(impl, ref):
             x = torch.randn(*shape)
             t = torch.randint(0, 1000, (shape[0],))
             y = torch.randint(0, ncls + 1, (shape[0],))
-        check_denoiser(mine, theirs, x, t, y, exercise="vit.ViTDenoiser.forward", num_classes=ncls,
-                       what=f"ViTDenoiser(patch {p}, {c} channel(s)) on {tuple(shape)}")
+        what = f"ViTDenoiser(patch {p}, {c} channel(s)) on {tuple(shape)}"
+        name_a_raise("vit.ViTDenoiser.forward", mine, theirs, (x, t, y), what)
+        check_denoiser(mine, theirs, x, t, y, exercise="vit.ViTDenoiser.forward", num_classes=ncls, what=what,
+                       steps=_denoiser_steps(depth))
     return ("outputs and gradients match for patch 2 and 4, 1 and 3 channels, batch 1, a 4×6 input (a 2×3 grid); "
             "y=None is the null class; the output depends on t and y (atol 1e-5).")
 
