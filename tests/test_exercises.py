@@ -163,9 +163,47 @@ def test_an_exception_in_the_learners_code_names_the_exercise_the_line_and_the_s
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Feedback that locates the fault (chapters 3 and 5): wrong answers no declared mistake covers
+# Feedback that locates the fault: wrong answers no declared mistake covers, one or more per exercise that composes
+# given submodules (and chapter 6's pipeline)
 # ---------------------------------------------------------------------------------------------------------------
 LOCATED = [  # (module, exercise, the reference's line, a plausible wrong line, what the message must say)
+    ("layers", "layers.Attention.forward", "out = out.transpose(1, 2).reshape(B, N, D)  # (B, N, H * d)",
+     "out = out.permute(0, 2, 3, 1).reshape(B, N, D)", "the input of `proj`. Look at what proj reads"),
+    ("unet", "unet.ResBlock.forward",
+     "h = h + self.temb_proj(F.silu(emb))[:, :, None, None]  # (B, out, 1, 1) broadcast over pixels",
+     "h = h + self.temb_proj(F.relu(emb))[:, :, None, None]", "the input of `temb_proj`"),
+    ("unet", "unet.UNet.forward", "h = torch.cat([h, skips.pop()], dim=1)", "h = torch.cat([skips.pop(), h], dim=1)",
+     "the `x` argument of `up.0.0`. Look at the long skips"),
+    ("unet", "unet.UNet.forward", "return self.conv_out(F.silu(self.norm_out(h)))",
+     "return self.conv_out(self.norm_out(F.silu(h)))", "the input of `norm_out`"),
+    ("vit", "vit.ViTBlock.forward", "x = x + self.mlp(self.norm2(x))  # (B, N, D)", "x = x + self.mlp(self.norm1(x))",
+     "`norm2` is never called"),
+    ("vit", "vit.ViTDenoiser.forward", "tokens = self.x_embedder(x) + self.pos_embed_for(H // p, W // p)  # (B, N, D)",
+     "tokens = self.x_embedder(x) + self.pos_embed_for(W // p, H // p)", "the input of `blocks.0`"),
+    ("dit", "dit.DiTBlock.forward",
+     "x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))  # (B, N, D)",
+     "x = x + gate_msa.unsqueeze(1) * self.attn(self.norm1(x))", "the input of `attn`"),
+    ("dit", "dit.FinalLayer.forward", "x = modulate(self.norm_final(x), shift, scale)  # (B, N, D)",
+     "x = self.norm_final(modulate(x, shift, scale))", "the input of `norm_final`"),
+    ("dit", "dit.DiT.forward", "x = self.final_layer(x, c)  # (B, N, p * p * C_out)", "x = self.final_layer(x, t)",
+     "the `c` argument of `final_layer`"),
+    ("genvit", "genvit.GenViT.forward", "h = torch.cat([cls, tokens], dim=1) + self.pos_embedding  # (B, N+1, D)",
+     "h = torch.cat([cls, tokens + self.pos_embedding[:, 1:]], dim=1)", "the input of `blocks.0.norm1`"),
+    ("genvit", "genvit.HybViT.classify", "return self.mlp_head(tokens[:, 0])  # (B, num_classes)",
+     "return self.mlp_head(tokens[:, 1:].mean(1))", "the input of `mlp_head`"),
+    ("genvit", "genvit.HybViT.denoise", "return GenViT.forward(self, x_t, t)",
+     "return GenViT.forward(self, x_t, t + 1)", "the input of `time_mlp`"),
+    ("latent", "latent.sample_images",
+     "return autoencoder.decode(z / scale).clamp(-1, 1)  # back to the autoencoder's units, then pixels",
+     "return autoencoder.decode(z * latent_scale(z)).clamp(-1, 1)", "the latents given to autoencoder.decode"),
+    ("latent", "latent.sample_images",
+     "z = diffusion.sample(model, shape, y, steps=steps, w=w, clip=False, generator=generator)  # scaled latents",
+     "z = diffusion.sample(model, shape, y, steps=20, w=w, clip=False, generator=generator)",
+     "diffusion.sample is called with steps=20"),
+    ("diffit", "diffit.DiffiTBlock.forward", "x = x + self.attn(self.norm1(x), temb)  # (B, H, W, C)",
+     "x = self.norm1(x); x = x + self.attn(x, temb)", "the input of `norm2`"),
+    ("diffit", "diffit.DiffiTResBlock.forward", "return h + self.skip(x)  # (B, C_out, H, W)",
+     "return h + self.skip(h)", "the input of `skip`"),
     ("uvit", "uvit.UViTBlock.forward", "x = x + self.mlp(self.norm2(x))  # (B, L, D)",
      "x = x + self.mlp(self.norm1(x))", "`norm2` is never called"),
     ("uvit", "uvit.UViT.forward", "x = block(x, skips.pop())  # last in, first out", "x = block(skips.pop(), x)",
@@ -189,6 +227,33 @@ def test_a_wrong_step_is_located(tmp_path, module, name, old, new, says):
     result = run_exercise(name, tmp_path)
     assert not result.passed and says in result.message, result.message
     assert not any(level in result.message for level in hint_levels(name)[1:])
+
+
+# Exercises whose check compares no composition of given submodules (each says why).
+NOT_COMPOSED = {
+    "dit.LabelEmbedder.token_drop": "its check counts the dropped labels; there are no submodules to watch",
+    "dit.DiT.initialize_weights": "its check names each tensor whose initial values are wrong",
+    "dit.DiT.forward_with_cfg": "it composes the learner's own forward; its check names the declared mistakes",
+}
+
+
+def test_every_exercise_that_composes_given_submodules_locates_a_wrong_step():
+    """A method of a module (a forward, a head) that calls given layers has at least one wrong answer above, no
+    declared mistake, whose message names the step that first differs."""
+    import torch.nn as nn
+
+    from course.grader.exercises import reference_module, resolve
+
+    composed = set()
+    for name in NAMES:
+        module, qualname = name.split(".", 1)
+        owner = resolve(reference_module(module), qualname.rsplit(".", 1)[0]) if "." in qualname else None
+        if isinstance(owner, type) and issubclass(owner, nn.Module):
+            composed.add(name)
+    composed |= {"latent.sample_images"}  # the latent pipeline: the sampler's arguments, the decoder's input
+    located = {case[1] for case in LOCATED}
+    assert composed - set(NOT_COMPOSED) <= located, sorted(composed - set(NOT_COMPOSED) - located)
+    assert set(NOT_COMPOSED) <= composed
 
 
 def test_tmsa_must_use_self_softmax_for_the_chapters_time_bias_variant(tmp_path):
