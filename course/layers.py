@@ -93,8 +93,10 @@ class Attention(nn.Module):
         return qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, N, D) -> (B, N, D): split q, k, v into heads (`qkv_heads`), attend per head (fused when
-        `self.fused`, else `attention`), merge the heads back into D channels, and project with `proj`."""
+        """x: (B, N, D) -> (B, N, D): MHA(x) = [head_1, ..., head_H] W^O, with q, k, v per head from the given
+        `qkv_heads` and `proj` as W^O. Each head attends with the fused kernel when `self.fused`, else with your
+        `attention` (the two agree); token n's D channels are its heads' outputs side by side, head 1 first.
+        `hint("layers.Attention.forward")` when stuck."""
         raise NotImplementedError('Exercise `layers.Attention.forward` is not done yet: write it in course/layers.py (book/01_unet_vit.ipynb, section "Exercise: layers.Attention.forward").')
 
     @torch.no_grad()

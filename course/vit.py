@@ -37,7 +37,7 @@ class ViTBlock(nn.Module):
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), approximate="tanh")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, N, D) -> (B, N, D)."""
+        """x: (B, N, D) -> (B, N, D). `hint("vit.ViTBlock.forward")` when stuck."""
         raise NotImplementedError('Exercise `vit.ViTBlock.forward` is not done yet: write it in course/vit.py (book/01_unet_vit.ipynb, section "Exercise: vit.ViTBlock.forward").')
 
 
@@ -80,5 +80,9 @@ class ViTDenoiser(nn.Module):
         return get_2d_sincos_pos_embed(D, (h, w))[None].to(self.pos_embed)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, C, H, W), t: (B,) timesteps, y: (B,) labels or None -> ε̂: (B, C, H, W)."""
+        """x: (B, C, H, W), t: (B,) timesteps, y: (B,) labels or None -> ε̂: (B, C, H, W).
+
+        The figure of the module docstring; an input of another size than `img_size` gets the positions of its own
+        (H/p, W/p) grid and comes back on that grid, square or not. `hint("vit.ViTDenoiser.forward")` when stuck.
+        """
         raise NotImplementedError('Exercise `vit.ViTDenoiser.forward` is not done yet: write it in course/vit.py (book/01_unet_vit.ipynb, section "Exercise: vit.ViTDenoiser.forward").')

@@ -99,7 +99,7 @@ class DiTBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size, bias=True))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """x: (B, N, D) tokens, c: (B, D) condition -> (B, N, D)."""
+        """x: (B, N, D) tokens, c: (B, D) condition -> (B, N, D). `hint("dit.DiTBlock.forward")` when stuck."""
         # BEGIN SOLUTION
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
         x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))  # (B, N, D)
@@ -121,7 +121,7 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size, bias=True))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """x: (B, N, D), c: (B, D) -> (B, N, p·p·C_out)."""
+        """x: (B, N, D), c: (B, D) -> (B, N, p·p·C_out). `hint("dit.FinalLayer.forward")` when stuck."""
         # BEGIN SOLUTION
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)  # (B, D) each
         x = modulate(self.norm_final(x), shift, scale)  # (B, N, D)
@@ -214,8 +214,9 @@ class DiT(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W), t: (B,), y: (B,) -> (B, C_out, H, W).
 
-        Tokens: `x_embedder(x) + pos_embed`. Condition: c = t_embedder(t) + y_embedder(y, self.training) (labels
-        are dropped only while training). Then every block (x, c), the final layer (x, c), and `unpatchify`.
+        The figure of the module docstring: the patch tokens carry the fixed `pos_embed`; the condition c is one
+        vector per image from the timestep and the label together, the labels being dropped only while the model
+        trains; every block and the final layer read the tokens and c. `hint("dit.DiT.forward")` when stuck.
         """
         # BEGIN SOLUTION
         x = self.x_embedder(x) + self.pos_embed  # (B, N, D)

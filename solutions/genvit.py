@@ -157,15 +157,13 @@ class GenViT(nn.Module):
                 return_tokens: bool = False) -> torch.Tensor:
         """x: (B, C, H, W) with H = W = img_size; t: (B,) integer timesteps or None -> ε̂: (B, C, H, W).
 
-        1. tokens: `patch_embed(patchify(x, p))`, the CLS token prepended at index 0, plus `pos_embedding`;
-        2. if t is not None: the time features `time_mlp(t)`, (B, 4(N+1));
-        3. for each block: if t is not None, `time_layer` of the features, seen as (B, 2(N+1), 1), chunked into
-           scale then shift, each (B, N+1, 1), one scalar per token broadcast over the D channels; the residual
-           stream becomes x · (1 + scale) + shift; then x = x + attn(norm1(x)); with `ffn_time`, the same
-           scale and shift again; then x = x + mlp(norm2(x)). With t = None there is no modulation at all;
-        4. `return_tokens=True` returns the (B, N+1, D) tokens here (what HybViT's classifier reads);
-        5. otherwise drop the CLS token, `recon_head` each patch token and `unpatchify` to the image grid.
-        `y` is ignored (the model is unconditional).
+        The official conventions (the module docstring draws the block): the sequence is [CLS, N patch tokens] with
+        `pos_embedding` over all N + 1; each block's `time_layer`, fed with `time_mlp(t)`, gives per image the N + 1
+        scales, one per token in the sequence's order, then the N + 1 shifts, each one number per token broadcast
+        over the D channels; the second modulation only with `ffn_time`, none at all when t is None;
+        `return_tokens=True` returns the (B, N+1, D) sequence after the blocks (what HybViT's classifier reads),
+        otherwise the patch tokens alone are decoded back to the image grid. `y` is ignored (the model is
+        unconditional). `hint("genvit.GenViT.forward")` when stuck.
         """
         # BEGIN SOLUTION
         B, C, H, W = x.shape
@@ -210,9 +208,9 @@ class HybViT(GenViT):
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits of clean images, (B, C, H, W) -> (B, num_classes).
 
-        Run the shared network with **no timestep** (t = None: no time modulation anywhere, which differs from
-        t = 0), keep the output CLS token (index 0) and apply `mlp_head` (LayerNorm → Linear). Use
-        `GenViT.forward(self, x, None, return_tokens=True)`: `self(x)` would come back here.
+        `mlp_head` (LayerNorm → Linear) reads the CLS token of the shared network run with **no timestep** (no time
+        modulation anywhere, which differs from t = 0). Run the generator's own forward, `GenViT.forward(self,
+        ...)`: `self(x)` would come back here. `hint("genvit.HybViT.classify")` when stuck.
         """
         # BEGIN SOLUTION
         tokens = GenViT.forward(self, x, None, return_tokens=True)  # (B, N+1, D)
@@ -220,8 +218,8 @@ class HybViT(GenViT):
         # END SOLUTION
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The generative head: ε̂ = ε_θ(x_t, t), (B, C, H, W), through the same network with the time modulation
-        (`GenViT.forward(self, x_t, t)`; t is the raw integer timestep, as in training)."""
+        """The generative head: ε̂ = ε_θ(x_t, t), (B, C, H, W), from the same network with its time modulation, t
+        the raw integer timesteps, as in training. `hint("genvit.HybViT.denoise")` when stuck."""
         # BEGIN SOLUTION
         return GenViT.forward(self, x_t, t)
         # END SOLUTION
@@ -241,11 +239,11 @@ def hybrid_loss(model: HybViT, x0: torch.Tensor, t: torch.Tensor, noise: torch.T
                 loss_type: str = "l1", label_smoothing: float = 0.1) -> torch.Tensor:
     """HybViT's objective (gevit_main.py): px · L_diff + pyx · L_CE, one scalar, on **two different batches**.
 
-    - L_diff on the generative batch x0 (B, C, H, W): x_t = `q_sample(x0, t, noise, alphas_cumprod)`, ε̂ =
-      `model.denoise(x_t, t)`, and the mean absolute error |ε̂ − ε| (`loss_type="l1"`, the official default) or
-      the mean squared error (`"l2"`, DDPM's);
-    - L_CE on the classification batch (x_cls, y_cls), clean images: cross-entropy of `model.classify(x_cls)`
-      with `label_smoothing` (0.1 officially).
+    - L_diff on the generative batch x0 (B, C, H, W), noised to x_t at the timesteps t with `noise`: the mean
+      absolute error between `model.denoise`'s ε̂ and ε (`loss_type="l1"`, the official default) or the mean
+      squared error (`"l2"`, DDPM's);
+    - L_CE on the classification batch (x_cls, y_cls), clean images: the cross-entropy of `model.classify`'s
+      logits with `label_smoothing` (0.1 officially).
     A term whose weight is 0 is not computed (its batch may be None): px = 0 trains a classifier only, pyx = 0 a
     generator only (the paper's GenViT). The official weights are px = 100, pyx = 1.
     """

@@ -33,14 +33,13 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-    """DDPM's residual block (Ho et al. 2020, App. B, after the wide ResNet):
+    """DDPM's residual block (Ho et al. 2020, App. B, after the wide ResNet), the chapter's equation:
 
-        h   = conv1(SiLU(GroupNorm(x)))                         # (B, out, H, W)
-        h   = h + temb_proj(SiLU(emb))[:, :, None, None]        # the embedding, one shift per channel
-        h   = conv2(dropout(SiLU(GroupNorm(h))))
-        out = nin_shortcut(x) + h                               # 1×1 conv when the channels change
+        h   = Conv3×3(SiLU(GN(x))) + W · SiLU(e)           one shift per output channel, the same at every pixel
+        out = skip(x) + Conv3×3(Dropout(SiLU(GN(h))))       skip: a 1×1 conv when the channels change
 
-    `emb` (B, emb_dim) is the time embedding plus the class embedding.
+    `e` = `emb` (B, emb_dim) is the time embedding plus the class embedding. The layers carry the names of DDPM's
+    code: `norm1`, `conv1`, `temb_proj` (W), `norm2`, `dropout`, `conv2` and `nin_shortcut` (skip).
     """
 
     def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float = 0.0):
@@ -56,7 +55,7 @@ class ResBlock(nn.Module):
                              else nn.Identity())
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """x: (B, in, H, W), emb: (B, emb_dim) -> (B, out, H, W)."""
+        """x: (B, in, H, W), emb: (B, emb_dim) -> (B, out, H, W). `hint("unet.ResBlock.forward")` when stuck."""
         # BEGIN SOLUTION
         h = self.conv1(F.silu(self.norm1(x)))  # (B, out, H, W)
         h = h + self.temb_proj(F.silu(emb))[:, :, None, None]  # (B, out, 1, 1) broadcast over pixels
@@ -160,7 +159,12 @@ class UNet(nn.Module):
         return self.time_embed(t) + self.label_embed(y)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, C, H, W), t: (B,) timesteps, y: (B,) labels or None -> ε̂: (B, C, H, W)."""
+        """x: (B, C, H, W), t: (B,) timesteps, y: (B,) labels or None -> ε̂: (B, C, H, W).
+
+        The picture of the module docstring, with every ResBlock conditioned on `self.embed(t, y)`, each level's skip
+        kept at its own resolution and concatenated on the way up (features first), and DDPM's head (`norm_out`,
+        SiLU, `conv_out`). `hint("unet.UNet.forward")` when stuck.
+        """
         # BEGIN SOLUTION
         emb = self.embed(t, y)  # (B, E)
         h = self.conv_in(x)  # (B, C0, H, W)
