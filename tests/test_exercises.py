@@ -107,6 +107,26 @@ def test_no_check_quotes_a_later_hint_level():
             assert not any(head in t for t in texts), (module, name, level)
 
 
+def test_no_learner_file_or_chapter_text_quotes_a_later_hint_level():
+    """The text gives the contract, the hints the recipe: neither a learner's file (`course/<module>.py`, docstrings
+    and given code) nor a chapter's prose holds a hint level beyond the first, or the first half of one."""
+    import json
+
+    from course.grader.exercises import ROOT
+
+    def flat(text):
+        return " ".join(text.split())
+
+    texts = {f"course/{p.name}": flat(p.read_text()) for p in COURSE_DIR.glob("*.py")}
+    for path in sorted((ROOT / "book").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        texts[f"book/{path.name}"] = flat(" ".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown"))
+    for name in NAMES:
+        for level in _later_levels(name):
+            head = flat(level)[: max(30, len(flat(level)) // 2)]
+            assert not [where for where, text in texts.items() if head in text], (name, level)
+
+
 def test_a_generic_mismatch_quotes_level_one_and_where_to_get_more():
     impl = load_module("dit", SOLUTIONS_DIR, isolate="dit.modulate")
     impl.modulate = lambda x, shift, scale: x * (1 + scale.unsqueeze(1)) + 0.5 * shift.unsqueeze(1)

@@ -660,7 +660,8 @@ hints("diffit.relative_position_index",
       "from −(ws − 1) to ws − 1 in each axis make (2ws − 1)² entries.",
       "Row and column of every token (torch.meshgrid, indexing=\"ij\", flattened); the offsets are coords[:, :, "
       "None] − coords[:, None, :].",
-      "(row_i − row_j + ws − 1) · (2ws − 1) + (col_i − col_j + ws − 1).")
+      "Shift both offsets by ws − 1 into [0, 2ws − 2], then read them as the two digits of a base-(2ws − 1) "
+      "number, the row offset first: an int64 tensor of shape (ws², ws²).")
 hints("diffit.TMSA.forward",
       "TMSA is windowed multi-head attention whose q, k and v each get a projection of the image's time token "
       "added (Eqs 3-5), plus the relative position bias in the logits (Eq 6); the probabilities go through "
