@@ -4,8 +4,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from course.grader.checks.kit import (CheckFailed, exercise, expect, expect_close, expect_tensor, mistake, seeded,
-                               wrong_outputs)
+from course.grader.checks.kit import (CheckFailed, exercise, expect, expect_close, expect_tensor, mistake,
+                                      name_a_raise, seeded, wrong_outputs)
 from course.grader.checks.kit import hints
 from course.grader.exercises import reference_module
 
@@ -130,7 +130,7 @@ def _(x0, t, noise, alphas_cumprod):
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
 
-@mistake("diffusion.q_sample", "ᾱ_t is not reshaped to (B, 1, 1, 1), so it broadcasts along the width", says="raised")
+@mistake("diffusion.q_sample", "ᾱ_t is not reshaped to (B, 1, 1, 1), so it broadcasts along the width")
 def _(x0, t, noise, alphas_cumprod):
     a = alphas_cumprod[t].to(x0.dtype)
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
@@ -148,6 +148,7 @@ def check_q_sample(impl, ref):
         want = ref.q_sample(a, tt, n, ab)
         wrong = wrong_outputs("diffusion.q_sample", a, tt, n, ab)
         mine = a.clone()
+        name_a_raise("diffusion.q_sample", impl.q_sample, None, (mine, tt, n, ab), what)
         got = impl.q_sample(mine, tt, n, ab)
         expect(torch.equal(mine, a), f"{what}: q_sample changes its input x0 in place. Hint: write "
                                      "`a.sqrt() * x0 + ...` (a new tensor), not `x0.mul_(...)`.")
@@ -220,8 +221,8 @@ def check_ddpm_loss(impl, ref):
             if not out_channels:
                 raise
             raise CheckFailed(f"with a model that returns 2C = 4 channels for C = 2 image channels, your ddpm_loss "
-                              f"raised: {e}. Hint: the noise prediction is the first C channels of the output, "
-                              "`model(x_t, t, y)[:, :C]`.") from None
+                              f"raised: {e}. Hint: only the first C channels of a model's output are the noise "
+                              "prediction (the others are a learned variance).") from None
         expect(len(model.calls) >= 1, "ddpm_loss should call model(x_t, t, y) once.")
         expect_close(got, want, what="the loss" + (" of a model that outputs 2C channels" if out_channels else ""),
                      atol=1e-6, mistakes=wrong)

@@ -434,10 +434,11 @@ def first_difference(mine: nn.Module, ref: nn.Module, inputs: tuple, steps: dict
     return None
 
 
-def name_a_raise(exercise: str, mine: nn.Module, ref: nn.Module, inputs: tuple, what: str) -> None:
+def name_a_raise(exercise: str, mine, ref: nn.Module | None, inputs: tuple, what: str) -> None:
     """Run the learner's module once; if it raises and a declared mistake of `exercise` raises the same error on the
     same inputs (some mistakes fail loudly, e.g. a skip of the wrong resolution), fail naming that mistake, with the
-    line of the learner's file where it happened. Any other exception goes on to the check's own handling."""
+    line of the learner's file where it happened. Any other exception goes on to the check's own handling. For a
+    function exercise, `mine` is the learner's function and `ref` None (the mistakes are plain functions)."""
     try:
         with seeded(0), torch.no_grad():
             mine(*inputs)
@@ -447,10 +448,11 @@ def name_a_raise(exercise: str, mine: nn.Module, ref: nn.Module, inputs: tuple, 
                 continue
             try:
                 with seeded(0), torch.no_grad():
-                    m.code(ref, *inputs)
+                    m.code(*inputs) if ref is None else m.code(ref, *inputs)
             except Exception as wrong:  # noqa: BLE001
                 if type(wrong) is type(e) and str(wrong) == str(e):
-                    module = sys.modules.get(type(mine).__module__)
+                    owner = type(mine).__module__ if isinstance(mine, nn.Module) else getattr(mine, "__module__", "")
+                    module = sys.modules.get(owner)
                     where = _raised_in_learners_file(exercise, e, module) if module is not None else None
                     where = where.split(", at ", 1)[1].rstrip(".") if where and ", at " in where else ""
                     raise CheckFailed(f"{what} raised {type(e).__name__}: {str(e).splitlines()[0][:200]}"

@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course.grader.checks.kit import (compare_forward, exercise, expect, expect_close, mistake, random_pair, seeded,
-                               wrong_outputs)
+from course.grader.checks.kit import (compare_forward, exercise, expect, expect_close, mistake, name_a_raise,
+                                      random_pair, seeded, wrong_outputs)
 from course.grader.checks.kit import hints
 from course.grader.exercises import reference_module
 
@@ -202,7 +202,7 @@ def _(x, patch_size, grid=None):
     return _unpatchify(x, patch_size, grid, inner="nhwqpc")
 
 
-@mistake("layers.unpatchify", "the grid is ignored (always square)", says="raised")
+@mistake("layers.unpatchify", "the grid is ignored (always square)")
 def _(x, patch_size, grid=None):
     return _unpatchify(x, patch_size, grid, square=True)
 
@@ -216,6 +216,7 @@ def check_unpatchify(impl, ref):
     for x, p, grid in tokens:
         args = (x, p, grid) if grid else (x, p)
         what = f"unpatchify of {tuple(x.shape)} with p = {p}" + (f", grid {grid}" if grid else "")
+        name_a_raise("layers.unpatchify", impl.unpatchify, None, args, what)
         expect_close(impl.unpatchify(*args), ref.unpatchify(*args), what=what, atol=0, rtol=0,
                      mistakes=wrong_outputs("layers.unpatchify", *args))
     with seeded(12):
