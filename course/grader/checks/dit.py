@@ -704,8 +704,8 @@ hints("dit.FinalLayer.forward",
       "decoder.",
       "shift, scale = adaLN_modulation(c).chunk(2, dim=1); linear(modulate(norm_final(x), shift, scale)).")
 hints("dit.DiT.initialize_weights",
-      "The official recipe: xavier-uniform Linears (zero bias), the fixed 2D sin-cos pos_embed, the patch conv "
-      "as a Linear, small normal tables, and zeros wherever adaLN-Zero needs the identity at the start.",
+      "Apply the general rule for every Linear first and the special cases after it, so that they override it; "
+      "pos_embed is a parameter without gradient, so write into its data.",
       "pos_embed.data.copy_(get_2d_sincos_pos_embed(D, grid)[None]); xavier on x_embedder.proj.weight viewed as "
       "(D, C·p·p); N(0, 0.02) on the label table and the two time-MLP Linears.",
       "zero every block's adaLN_modulation[-1] (weight and bias), the final layer's adaLN_modulation[-1] and "
