@@ -224,12 +224,26 @@ def check_ddpm_loss(impl, ref):
                               f"raised: {e}. Hint: only the first C channels of a model's output are the noise "
                               "prediction (the others are a learned variance).") from None
         expect(len(model.calls) >= 1, "ddpm_loss should call model(x_t, t, y) once.")
-        expect_close(got, want, what="the loss" + (" of a model that outputs 2C channels" if out_channels else ""),
-                     atol=1e-6, mistakes=wrong)
-        expect(got.dim() == 0, f"the loss should be a scalar (shape ()), got shape {tuple(got.shape)}.")
+        what = "the loss" + (" of a model that outputs 2C channels" if out_channels else "")
         x_in, t_in, y_in = model.calls[-1]
+        try:
+            expect_close(got, want, what=what, atol=1e-6, mistakes=wrong)
+        except CheckFailed as e:  # a wrong loss no declared mistake explains: say which step departs first
+            if "common mistake" in str(e) or not isinstance(got, torch.Tensor) or got.shape != want.shape:
+                raise
+            x_t = ref.q_sample(x0, t, noise, ab)
+            where = ("the image given to the model. Look at x_t: x0 noised to each image's own timestep with the "
+                     "given noise" if x_in.shape != x_t.shape or not torch.allclose(x_in, x_t, atol=1e-6) else
+                     "the timesteps given to the model. Look at t: the model gets them as they are"
+                     if not torch.equal(t_in, t) else
+                     "the labels given to the model. Look at y: the model gets them as they are"
+                     if y_in is None or not torch.equal(y_in, y) else
+                     "what the model's prediction is compared with, and how the errors are reduced to one number")
+            raise CheckFailed(f"{str(e).split(' Hint: ')[0]} The first step that differs: {where}. "
+                              f"(more: hint(\"diffusion.ddpm_loss\"))") from None
+        expect(got.dim() == 0, f"the loss should be a scalar (shape ()), got shape {tuple(got.shape)}.")
         expect_close(x_in, ref.q_sample(x0, t, noise, ab), what="the image given to the model",
-                     hint="noise x0 with q_sample first.")
+                     hint="the model sees x_t, x0 noised to each image's own timestep with the given noise.")
         expect(torch.equal(t_in, t), "the model should get the timesteps t as they are.")
         expect(y_in is not None and torch.equal(y_in, y), "the model should get the labels y as they are.")
         got.backward()

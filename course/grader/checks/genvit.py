@@ -1,11 +1,12 @@
 """Checks for chapter 4, `genvit`: GenViT's forward pass, HybViT's two heads and the hybrid loss."""
+import contextlib
 import copy
 
 import torch
 import torch.nn.functional as F
 
-from course.grader.checks.kit import (compare_forward, exercise, expect, expect_close, mistake, random_pair, seeded,
-                               wrong_outputs)
+from course.grader.checks.kit import (CheckFailed, compare_forward, exercise, expect, expect_close, mistake, patched,
+                                      random_pair, seeded, wrong_outputs)
 from course.grader.checks.kit import hints
 from course.grader.exercises import reference_module
 
@@ -306,6 +307,47 @@ def _(*args, **kwargs):
     return _hybrid(*args, **kwargs, smoothing=False)
 
 
+HEADS = {  # the model's two heads, and what to look at when the input one of them gets first differs
+    "denoise": "the generative term: the denoiser reads x_t, the generative batch x0 noised at its timesteps t with "
+               "the given noise, and t itself",
+    "classify": "the classification term: the classifier reads the clean classification batch",
+}
+
+
+@contextlib.contextmanager
+def _watch_heads(model, seen: dict):
+    """Record the arguments of every call of the model's two heads (`seen[head]`: a list of argument tuples)."""
+    def watch(name):
+        head = getattr(model, name)
+
+        def call(*args):
+            seen.setdefault(name, []).append(tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a
+                                                   for a in args))
+            return head(*args)
+        return call
+
+    with patched(model, **{name: watch(name) for name in HEADS}):
+        yield
+
+
+def _first_head_that_differs(want: dict, got: dict) -> str:
+    for name, advice in HEADS.items():
+        for k, args in enumerate(want.get(name, [])):
+            mine = got.get(name, [])
+            if k >= len(mine):
+                return f"The first step that differs: model.{name} is never called. Look at {advice}."
+            if len(mine[k]) != len(args) or not all(
+                    isinstance(m, torch.Tensor) and m.shape == w.shape and torch.allclose(m.float(), w.float(),
+                                                                                          atol=1e-6)
+                    for m, w in zip(mine[k], args) if isinstance(w, torch.Tensor)):
+                return f"The first step that differs: the input of model.{name}. Look at {advice}."
+        if len(got.get(name, [])) > len(want.get(name, [])):
+            return (f"The first step that differs: model.{name} is called, but the reference does not compute that "
+                    "term here (its weight is 0).")
+    return ("Both heads get the reference's inputs. Look at how each term is computed from their outputs and "
+            "weighted: the loss type, the label smoothing, px and pyx.")
+
+
 @exercise("genvit.hybrid_loss")
 def check_hybrid_loss(impl, ref):
     config = dict(img_size=8, patch_size=2, in_channels=1, dim=32, depth=2, heads=2, dim_head=8, num_classes=10)
@@ -328,12 +370,19 @@ def check_hybrid_loss(impl, ref):
     for what, kwargs in cases:
         a, b = copy.deepcopy(model), copy.deepcopy(model)
         args = (x0, t, noise, x_cls, y_cls, ab)
-        with seeded(720):
+        seen_want, seen_got = {}, {}
+        with seeded(720), _watch_heads(b, seen_want):
             want = ref.hybrid_loss(b, *args, **kwargs)
-        with seeded(720):
+        with seeded(720), _watch_heads(a, seen_got):
             got = impl.hybrid_loss(a, *args, **kwargs)
-        expect_close(got, want, what=f"hybrid_loss {what}", atol=1e-5, rtol=1e-5,
-                     mistakes=wrong_outputs("genvit.hybrid_loss", b, *args, seed=720, **kwargs))
+        try:
+            expect_close(got, want, what=f"hybrid_loss {what}", atol=1e-5, rtol=1e-5,
+                         mistakes=wrong_outputs("genvit.hybrid_loss", b, *args, seed=720, **kwargs))
+        except CheckFailed as e:
+            if "common mistake" in str(e) or not isinstance(got, torch.Tensor) or got.shape != want.shape:
+                raise
+            raise CheckFailed(f"{str(e).split(' Hint: ')[0]} {_first_head_that_differs(seen_want, seen_got)} "
+                              f"(more: hint(\"genvit.hybrid_loss\"))") from None
         want.backward()
         got.backward()
         for (name, p), (_, q) in zip(b.named_parameters(), a.named_parameters()):
