@@ -1,4 +1,6 @@
-"""Checks for chapter 6, `latent`: the reparameterised sample, the KL term and the latent scale."""
+"""Checks for chapter 6, `latent`: the reparameterised sample, the KL term, the latent scale and the way out of the
+latent pipeline."""
+import inspect
 import math
 
 import torch
@@ -186,12 +188,15 @@ def _pipeline_step(want: dict, got: dict) -> str | None:
     if not got.get("sample"):
         return "The first step that differs: diffusion.sample is never called. Look at where the latents come from."
     (want_kwargs, want_z), (got_kwargs, got_z) = want["sample"][0], got["sample"][0]
+    defaults = {name: p.default for name, p in inspect.signature(reference_module("diffusion").Diffusion.sample)
+                .parameters.items()}
     for name in ("clip", "steps", "w"):
-        if got_kwargs.get(name, want_kwargs.get(name) if name != "clip" else True) != want_kwargs.get(name):
+        if got_kwargs.get(name, defaults[name]) != want_kwargs.get(name, defaults[name]):
             advice = ("what DDIM's clip assumes about the data it samples, and the scale of these latents"
                       if name == "clip" else f"the caller's {name}, which sample_images passes on")
-            return (f"The first step that differs: diffusion.sample is called with {name}="
-                    f"{got_kwargs.get(name, 'its default')}. Look at {advice}.")
+            called = (f"with {name}={got_kwargs[name]}" if name in got_kwargs else
+                      f"without {name} (so with its default, {defaults[name]})")
+            return f"The first step that differs: diffusion.sample is called {called}. Look at {advice}."
     if not (isinstance(got_z, torch.Tensor) and got_z.shape == want_z.shape and torch.allclose(got_z, want_z,
                                                                                                 atol=1e-5)):
         return ("The first step that differs: the latents diffusion.sample returns. Look at the arguments passed to "
