@@ -214,7 +214,9 @@ def cmd_grade(args) -> int:
                             for label in labels if label in done],
             "summary": summary,
             "grading": {"timeout": args.timeout, "memory_mb": args.memory_mb, "landlock": grader.landlock,
-                        "unverified_checks": grader.unverified(), "problems": [clean_text(p, 500) for p in problems],
+                        "unverified_checks": grader.unverified(),
+                        "checks_in_learners_process": grader.in_learners_process(),
+                        "problems": [clean_text(p, 500) for p in problems],
                         "interrupted": interrupted, "complete": len(done) == len(labels)},
         }
         report_path.write_text(json.dumps(report, indent=1, ensure_ascii=False, allow_nan=False))

@@ -270,17 +270,17 @@ def _class(tmp: Path) -> tuple[dict, dict]:
         torch.save({"passed": True, "message": "forged", "seconds": 0.0, "items": [], "mode": "learner"},
                    "../result.pt")
         os._exit(0)
-        """), {e: (False, "could not be confirmed") for e in everything})
-    add("patch_torch_and_checks", _prefix("""
-        import torch, builtins, sys
+        """), {e: (False, "exit status 0") for e in everything})
+    add("patch_torch_and_grading", _prefix("""
+        import torch
         torch.allclose = lambda *a, **k: True
         torch.equal = lambda *a, **k: True
-        builtins.all = builtins.any = lambda *a: True
-        import course.grader.grading as g, course.grader.checks.diffusion as c
+        import course.grader.grading as g
         for name in list(g._REGISTRY):
             g._REGISTRY[name] = lambda impl, ref: "all good"
-        c.expect_close = lambda *a, **k: None
-        """, WRONG), {e: (False, "could not be confirmed") for e in everything})
+        """, WRONG), {"diffusion.q_sample": (False, "swapped")})
+    add("imports_the_checks", _prefix("import course.grader.checks.diffusion"),
+        {e: (False, "could not be imported") for e in everything})
     add("tensor_subclass", _q("""
         import torch
         class Liar(torch.Tensor):
@@ -339,15 +339,19 @@ def _class(tmp: Path) -> tuple[dict, dict]:
             return _save(obj, f, *args, **kwargs)
         torch.save = save
         """
+    # (The checker decides and times every check: a forged result file is never read.)
     meta = "[torch.zeros(3, device='meta') for _ in obj['items']]"
-    add("forge_meta_tensors", _prefix(forge_items.format(items=meta)),
-        {e: (False, "not a dense CPU tensor") for e in everything})
+    add("forge_meta_tensors", _prefix(forge_items.format(items=meta)))
     add("forge_sparse_tensors", _prefix(forge_items.format(items="[torch.zeros(3).to_sparse() for _ in obj['items']]"),
-                                        WRONG), {e: (False, "") for e in everything})
+                                        WRONG), {"diffusion.q_sample": (False, "swapped")})
     add("forge_complex_and_huge", _prefix(forge_items.format(
         items="[torch.zeros(1, dtype=torch.complex64) if i % 2 else torch.zeros(1).expand(1 << 40) "
-              "for i, _ in enumerate(obj['items'])]"), WRONG), {e: (False, "") for e in everything})
+              "for i, _ in enumerate(obj['items'])]"), WRONG), {"diffusion.q_sample": (False, "swapped")})
     add("nan_seconds", _prefix(forge_items.format(items="obj['items']")))
+    # What the learner's code returns that the grader cannot take: refused, the row failed.
+    for kind, value in (("meta", "torch.zeros_like(x0, device='meta')"), ("sparse", "x0.to_sparse()"),
+                        ("complex", "x0.to(torch.complex64)"), ("huge", "torch.zeros(1).expand(1 << 40)")):
+        add(f"returns_{kind}", _q(f"import torch\nreturn {value}"), {"diffusion.q_sample": (False, "cannot")})
     # What a child may not reach: IPC that outlives it, memory outside RLIMIT_AS, the grader's /proc, capabilities.
     add("ipc_proc_and_capabilities", _q("""
         import ctypes, os
@@ -413,20 +417,20 @@ def _class(tmp: Path) -> tuple[dict, dict]:
         spec.loader.exec_module(module)
         return module.q_sample(x0, t, noise, alphas_cumprod)
         """), {"diffusion.q_sample": (False, "PermissionError")})
-    # The reference found in memory: still passes (see the README), but flagged for the instructor.
+    # The reference and the expected values looked for in memory: they live in another process (and are flagged).
     add("walks_frames", _q("""
         import sys
         frame = sys._getframe(1)
         while "ref" not in frame.f_locals:
             frame = frame.f_back
         return frame.f_locals["ref"].q_sample(x0, t, noise, alphas_cumprod)
-        """))
+        """), {"diffusion.q_sample": (False, "AttributeError")})
     add("searches_gc", _q("""
         import gc
         mods = [o for o in gc.get_objects() if type(o).__name__ == "module" and "q_sample" in vars(o)
                 and "solutions" in str(getattr(o, "__file__", ""))]
         return mods[0].q_sample(x0, t, noise, alphas_cumprod)
-        """))
+        """), {"diffusion.q_sample": (False, "IndexError")})
     return subs, expect
 
 
@@ -677,10 +681,10 @@ def _edit(module: str, old: str, new: str) -> str:
     return source.replace(old, new)
 
 
-def test_checks_once_decided_in_the_child_are_confirmed_by_the_grader(tmp_path):
-    """token_drop returning zeros, latent_scale returning 1.0 and an initialize_weights without its xavier step pass
-    in the child once the submission silences the checks (their `expect`, the kit's closeness, the rules): the
-    grader compares their values itself."""
+def test_checks_are_decided_in_the_checker_whatever_the_child_patches(tmp_path):
+    """token_drop returning zeros, latent_scale returning 1.0 and an initialize_weights without its xavier step used
+    to pass in the child once the submission silenced the checks (their `expect`, the kit's closeness, the rules):
+    the checks now run in the checker, so what the child patches changes nothing."""
     silence = textwrap.dedent("""
         import sys
         for _m in ("course.grader.checks.dit", "course.grader.checks.latent"):
@@ -716,7 +720,72 @@ def test_checks_once_decided_in_the_child_are_confirmed_by_the_grader(tmp_path):
     for name in names:
         assert rows[("good", name)]["passed"] == "True", rows[("good", name)]
         assert rows[("cheat", name)]["passed"] == "False", rows[("cheat", name)]
-        assert "grader's own comparison disagrees" in rows[("cheat", name)]["message"], rows[("cheat", name)]
+        assert "grader's own comparison" not in rows[("cheat", name)]["message"], rows[("cheat", name)]
+
+def _insert(module: str, name: str, code: str) -> str:
+    """The reference of `module` with `code` run first in exercise `name`'s block (indented like the block)."""
+    from course.grader.exercises import find_blocks
+
+    source = (SOLUTIONS_DIR / f"{module}.py").read_text()
+    block = next(b for b in find_blocks(source, module) if b.exercise == name)
+    lines = source.splitlines()
+    lines.insert(block.begin, textwrap.indent(textwrap.dedent(code), block.indent).rstrip("\n"))
+    return "\n".join(lines) + "\n"
+
+
+FIND_IN_FRAMES = """
+    import sys
+    frame = sys._getframe(1)
+    while type(frame.f_locals.get("ref")).__name__ != "module":  # the check's frame: ref is the reference
+        frame = frame.f_back
+    return frame.f_locals["ref"].{call}
+    """
+FIND_WITH_GC = """
+    import gc, sys
+    def _looks_right(o):
+        try:
+            return o.__qualname__ == "{qualname}" and "solutions" in o.__code__.co_filename
+        except Exception:
+            return False
+    found = [o for o in gc.get_objects() if _looks_right(o)]
+    found += [getattr(m, "{qualname}".split(".")[0]) for m in list(sys.modules.values())
+              if "solutions" in str(getattr(m, "__file__", "")) and hasattr(m, "{qualname}".split(".")[0])]
+    return found[0]{rest}
+    """
+
+
+def test_the_reference_and_the_expected_values_are_not_in_the_learners_process(tmp_path):
+    """The probe's cheats on dit.modulate and uvit.UViT.forward: frame walks to the check's `ref` or `want`, the
+    garbage collector's objects and sys.modules searched for the reference. The learner's child runs only the
+    learner's code (the check, the reference and the expected values live in the checker; the runner that forks
+    the child never imported them), so every cheat fails, beside correct submissions that pass."""
+    modulate, forward = ("dit", "dit.modulate"), ("uvit", "uvit.UViT.forward")
+    cheats = {
+        "frames": {"dit.py": _insert(*modulate, FIND_IN_FRAMES.format(call="modulate(x, shift, scale)")),
+                   "uvit.py": _insert(*forward, FIND_IN_FRAMES.format(call="UViT.forward(self, x, t, y)"))},
+        "gc": {"dit.py": _insert(*modulate, FIND_WITH_GC.format(qualname="modulate", rest="(x, shift, scale)")),
+               "uvit.py": _insert(*forward, FIND_WITH_GC.format(qualname="UViT.forward", rest="(self, x, t, y)"))},
+        "correct": {f"{m}.py": (SOLUTIONS_DIR / f"{m}.py").read_text() for m in ("dit", "uvit")},
+    }
+    folders = []
+    for label, files in cheats.items():
+        folder = tmp_path / label
+        folder.mkdir()
+        for rel, text in files.items():
+            (folder / rel).write_text(text)
+        folders.append(str(folder))
+    out = tmp_path / "grades.csv"
+    names = ["dit.modulate", "uvit.UViT.forward"]
+    proc = cli("grade", *folders, "--out", str(out), "--only", *names, "--jobs", "2", "--workdir", str(tmp_path),
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {(Path(r["submission"]).name, r["exercise"]): r for r in csv.DictReader(out.open())}
+    assert len(rows) == 6
+    for (label, _), row in rows.items():
+        assert row["passed"] == str(label == "correct"), row
+        assert row["seconds"].lower() not in ("nan", "inf"), row
+    report = json.loads(out.with_suffix(".json").read_text(), parse_constant=_no_constants)
+    assert report["grading"]["checks_in_learners_process"] == []
 
 
 def test_nothing_a_child_sends_breaks_the_comparison():

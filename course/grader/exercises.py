@@ -119,6 +119,18 @@ def student_source(module: str, source: str | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
+def given_source(name: str) -> str:
+    """`solutions/<module>.py` with only the block of exercise `name` replaced by its stub: the reference's code for
+    every other exercise of the module, which the sandbox's child needs to grade `name` alone without the body
+    of `name` anywhere in its memory."""
+    module = name.split(".", 1)[0]
+    source = (SOLUTIONS_DIR / f"{module}.py").read_text()
+    lines = source.splitlines()
+    block = next(b for b in find_blocks(source, module) if b.exercise == name)
+    stub = f"{block.indent}raise NotImplementedError({stub_message(name)!r})"
+    return "\n".join(lines[: block.begin - 1] + [stub] + lines[block.end:]) + "\n"
+
+
 def generate(module_names: list[str] | None = None, check_only: bool = False) -> list[str]:
     """Write course/<module>.py for each module; return the modules whose file changed (or would change)."""
     changed = []

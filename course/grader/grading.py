@@ -244,11 +244,12 @@ def _generated_stub_code(name: str):
     return _STUB_CODE[name]
 
 
-def isolate(mod, name: str) -> None:
-    """Replace every exercise of `mod` other than `name` by the reference's, so that `name` is graded alone.
-    An exercise the learner's file lacks (a renamed class, say) is left out here: its own check says so."""
+def isolate(mod, name: str, given=None) -> None:
+    """Replace every exercise of `mod` other than `name` by the reference's (or by `given`'s, a module holding the
+    reference's code for every exercise but `name`), so that `name` is graded alone. An exercise the learner's file
+    lacks (a renamed class, say) is left out here: its own check says so."""
     module = name.split(".", 1)[0]
-    reference = reference_module(module)
+    reference = given if given is not None else reference_module(module)
     for other in exercises(module):
         if other != name:
             qualname = other.split(".", 1)[1]
@@ -271,6 +272,71 @@ def _exited(e: SystemExit) -> str:
             "ends the check. Hint: return a value instead; never exit from an exercise module.")
 
 
+def load_exercise(name: str, directory: Path, timeout: float = DEFAULT_TIMEOUT, given: Path | None = None):
+    """Import the learner's module for exercise `name` from `directory`, the module's other exercises replaced by
+    the reference's (read from the file `given` when set: the sandbox's copy without `name`'s body). Returns
+    (module, None), or (None, what the learner reads) when the file cannot be imported."""
+    module = name.split("/" if "/" in name else ".", 1)[0]
+    try:
+        impl = load_module(module, directory)
+        if "/" not in name:
+            isolate(impl, name, load_given(module, impl, given) if given is not None else None)
+    except CheckTimeout:
+        return None, f"importing {module}.py took longer than {timeout:g} s."
+    except SystemExit as e:
+        return None, f"{module}.py could not be imported: {_exited(e)}"
+    except SyntaxError as e:
+        return None, (f"{module}.py could not be imported: SyntaxError at line {e.lineno}: {e.msg}. "
+                      "Fix it first; every exercise of this module fails until then.")
+    except Exception as e:  # noqa: BLE001 - whatever the file raises on import is the learner's to see
+        return None, f"{module}.py could not be imported: {type(e).__name__}: {e}{_where(e, directory)}."
+    return impl, None
+
+
+def load_given(module: str, impl, given: Path):
+    """The module of `given` (the reference's code but one exercise), imported beside `impl` in its package."""
+    from course.grader.exercises import _exec_file
+
+    package = impl.__name__.rsplit(".", 1)[0]
+    return _exec_file(f"{package}.{module}_given", Path(given))
+
+
+def not_started(impl, name: str) -> str | None:
+    """What the learner reads when exercise `name` is missing from their module or still the stub, else None."""
+    if "/" in name:
+        return None
+    module, qualname = name.split(".", 1)
+    try:
+        fn = resolve(impl, qualname)
+    except AttributeError:
+        return f"`{qualname}` is missing from {module}.py. Hint: keep the given names."
+    if is_untouched_stub(fn, name):
+        return stub_message(name)
+    return None
+
+
+def run_check(name: str, impl, timeout: float = DEFAULT_TIMEOUT, directory: Path | None = None) -> tuple[bool, str]:
+    """Run the registered check of `name` on `impl` (a module, or the sandbox's stand-in for one) against the
+    reference; (passed, message). Never raises, except for a KeyboardInterrupt or what `impl` raises to end it."""
+    directory = Path(directory or COURSE_DIR)
+    module = name.split("/" if "/" in name else ".", 1)[0]
+    try:
+        with time_limit(timeout), one_thread():
+            note = registry()[name](impl, reference_module(module))
+    except CheckTimeout:
+        return False, (f"took longer than {timeout:g} s and was stopped. Hint: look for a loop that never ends, or "
+                       "work that grows with the data where it should not.")
+    except CheckFailed as e:
+        return False, str(e)
+    except NotImplementedError as e:
+        return False, str(e) or f"NotImplementedError{_where(e, directory)}"
+    except SystemExit as e:
+        return False, _exited(e)
+    except Exception as e:  # noqa: BLE001 - the learner's exception becomes a failed check
+        return False, f"your code raised {type(e).__name__}: {e}{_where(e, directory)}."
+    return True, note or "matches the reference."
+
+
 def run_exercise(name: str, directory: Path | str | None = None, timeout: float = DEFAULT_TIMEOUT,
                  impl=None, on_loaded=None) -> Result:
     """Grade one exercise of the implementation in `directory` (default: `course/`); never raises (except for a
@@ -282,54 +348,23 @@ def run_exercise(name: str, directory: Path | str | None = None, timeout: float 
     module, not one isolated block.
     """
     directory = Path(directory or COURSE_DIR)
-    extra = "/" in name
-    module, qualname = name.split("/" if extra else ".", 1)
     start = time.perf_counter()
 
     def result(passed: bool, message: str) -> Result:
         return Result(name, passed, _clean(message), time.perf_counter() - start)
 
-    checks = registry()
-    if name not in checks:
+    if name not in registry():
         return result(False, f"unknown exercise `{name}`.")
-    try:
-        if impl is None:
-            impl = load_module(module, directory)
-            if not extra:
-                isolate(impl, name)
-    except CheckTimeout:
-        return result(False, f"importing {module}.py took longer than {timeout:g} s.")
-    except SystemExit as e:
-        return result(False, f"{module}.py could not be imported: {_exited(e)}")
-    except SyntaxError as e:
-        return result(False, f"{module}.py could not be imported: SyntaxError at line {e.lineno}: {e.msg}. "
-                             "Fix it first; every exercise of this module fails until then.")
-    except Exception as e:  # noqa: BLE001 - whatever the file raises on import is the learner's to see
-        return result(False, f"{module}.py could not be imported: {type(e).__name__}: {e}{_where(e, directory)}.")
+    if impl is None:
+        impl, problem = load_exercise(name, directory, timeout)
+        if problem:
+            return result(False, problem)
     if on_loaded is not None:
         on_loaded()
-    if not extra:
-        try:
-            fn = resolve(impl, qualname)
-        except AttributeError:
-            return result(False, f"`{qualname}` is missing from {module}.py. Hint: keep the given names.")
-        if is_untouched_stub(fn, name):
-            return result(False, stub_message(name))
-    try:
-        with time_limit(timeout), one_thread():
-            note = checks[name](impl, reference_module(module))
-    except CheckTimeout:
-        return result(False, f"took longer than {timeout:g} s and was stopped. Hint: look for a loop that never "
-                             "ends, or work that grows with the data where it should not.")
-    except CheckFailed as e:
-        return result(False, str(e))
-    except NotImplementedError as e:
-        return result(False, str(e) or f"NotImplementedError{_where(e, directory)}")
-    except SystemExit as e:
-        return result(False, _exited(e))
-    except Exception as e:  # noqa: BLE001 - the learner's exception becomes a failed check
-        return result(False, f"your code raised {type(e).__name__}: {e}{_where(e, directory)}.")
-    return result(True, note or "matches the reference.")
+    problem = not_started(impl, name)
+    if problem:
+        return result(False, problem)
+    return result(*run_check(name, impl, timeout, directory))
 
 
 def resolve_targets(targets) -> list[str]:
