@@ -132,12 +132,10 @@ def _genvit_steps(depth: int, head: str = "recon_head") -> dict[str, str]:
     for i in range(depth):
         steps[f"blocks.{i}.time_layer"] = "the time features: every block's time_layer reads time_mlp(t)"
         steps[f"blocks.{i}.norm1"] = (
-            "the residual stream entering the block's attention: [CLS, patch tokens] + pos_embedding (the CLS "
-            "token first), then, when t is given, modulated per token, x · (1 + scale) + shift, with the scales "
-            "being the first N + 1 values of time_layer's output and the shifts the last N + 1"
+            "the stream entering the first block: [CLS, patch tokens] + pos_embedding, CLS first; when t is given, "
+            "modulated per token with time_layer's first N + 1 values as scales, its last N + 1 as shifts"
             if i == 0 else
-            "the residual stream entering the block's attention: the previous block's output, modulated per "
-            "token when t is given, x · (1 + scale) + shift")
+            "the stream entering the block: the previous block's output, modulated per token when t is given")
         steps[f"blocks.{i}.attn"] = "what the attention reads: norm1 of the (modulated) residual stream"
         steps[f"blocks.{i}.norm2"] = ("the residual stream entering the MLP: after the attention's residual sum, "
                                       "modulated again with the same scale and shift when ffn_time (and t is given)")
