@@ -251,6 +251,7 @@ def test_a_wrong_step_is_located(tmp_path, module, name, old, new, says):
     result = run_exercise(name, tmp_path)
     assert not result.passed and says in result.message, result.message
     assert not any(level in result.message for level in hint_levels(name)[1:])
+    assert len(result.message) <= 500, "the grade table keeps 500 characters of a message"
 
 
 # Exercises whose check compares no composition of given submodules (each says why).

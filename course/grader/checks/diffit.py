@@ -310,9 +310,8 @@ def _(self, x, temb):
 TMSA_STEPS = {
     "qkv": "the windows: window_partition(x, ws) gives (B·nW, ws², C), image by image",
     "qkv_temb": "the time token: temb as it is given, one row per image",
-    "softmax": "the logits: how q, k, v are split into heads ((3, heads, head_dim) order of the 3C channels), the "
-               "time term added to qkv before the split (repeated over each image's consecutive windows), the "
-               "1/√head_dim scale, and the bias B[h, i, j] = table[index[i, j], h]",
+    "softmax": "the logits: the split of the 3C channels into (3, heads, head_dim), the time term (one per image, "
+               "over its consecutive windows), the 1/√head_dim scale and the bias table[index[i, j], h]",
     "proj": "merging the heads: attn @ v, then the heads side by side again, (B·nW, N, heads·head_dim)",
     "*": "window_reverse of proj's output, back to (B, H, W, C)",
 }
@@ -587,8 +586,8 @@ def _(self, x, t, y=None):
     return _unet(self, x, t, y, skips=False)
 
 
-@mistake("diffit.DiffiT.forward", "the skips are taken first in, first out (skips.pop(0)): going up, each level "
-                                  "needs the encoder output of its own resolution, the last one kept (skips.pop())")
+@mistake("diffit.DiffiT.forward", "the skips are taken first in, first out; going up, each level needs the last "
+                                  "one kept")
 def _(self, x, t, y=None):
     return _unet(self, x, t, y, pop_last=False)
 
