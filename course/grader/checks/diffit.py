@@ -504,7 +504,7 @@ def _(self, x, temb):
 
 
 @mistake("diffit.DiffiTResBlock.forward", "the outer residual is added without `skip` (the 1×1 conv where the "
-                                          "channels change)", says="raised")
+                                          "channels change)")
 def _(self, x, temb):
     h = self.conv(F.silu(self.norm(x)))
     return _channels_last(self.block, h, temb) + x
@@ -534,8 +534,9 @@ def check_diffit_resblock_forward(impl, ref):
                                    seed=80 + i, norms_only=True)
         with seeded(90 + i):
             x, temb = torch.randn(B, cin, H, W), torch.randn(B, td)
-        compare_forward(mine, theirs, (x, temb), exercise="diffit.DiffiTResBlock.forward",
-                        what=f"DiffiTResBlock({cin} -> {cout} channels, ws={ws}) on x {(B, cin, H, W)}",
+        what = f"DiffiTResBlock({cin} -> {cout} channels, ws={ws}) on x {(B, cin, H, W)}"
+        name_a_raise("diffit.DiffiTResBlock.forward", mine, theirs, (x, temb), what)
+        compare_forward(mine, theirs, (x, temb), exercise="diffit.DiffiTResBlock.forward", what=what,
                         steps=RESBLOCK_STEPS)
     return ("matches the reference forward and backward (atol 1e-5): 8 -> 8 channels, 16 -> 8 (the 1×1 skip), "
             "8 -> 16 on a 4×6 map, batch 1 to 3.")
