@@ -60,6 +60,11 @@ def test_every_exercise_declares_at_least_two_mistakes():
     assert {m.exercise for m in MISTAKES} <= set(NAMES)
 
 
+def test_a_mistake_that_fails_loudly_is_named_not_just_seen_to_raise():
+    """A declared mistake that raises is named by its check (`name_a_raise`), so no mistake settles for "raised"."""
+    assert not [str(m) for m in MISTAKES if (m.says or "").strip().lower() == "raised"]
+
+
 @pytest.mark.parametrize("mistake", MISTAKES, ids=str)
 def test_declared_mistake_fails_with_its_name(mistake):
     result = grade_mistake(mistake)
