@@ -573,6 +573,12 @@ def test_cli_grade_extra_checks_and_points(tmp_path):
             t = torch.zeros(2, dtype=torch.long)
             expect_close(impl.q_sample(x0, t, noise, ab), ref.q_sample(x0, t, noise, ab))
             return "x_t is x0 at t = 0"
+
+        @exercise("diffusion/reads_the_code_object")
+        def check_code(impl, ref):  # a dunder of the learner's function: only where the code runs, so graded there
+            assert impl.cfg_eps.__code__.co_argcount == 3
+            c, u = torch.ones(2), torch.zeros(2)
+            expect_close(impl.cfg_eps(c, u, 2.0), ref.cfg_eps(c, u, 2.0))
         """))
     points = tmp_path / "points.json"
     points.write_text(json.dumps({"diffusion": 2, "diffusion.q_sample": 5}))
@@ -581,13 +587,15 @@ def test_cli_grade_extra_checks_and_points(tmp_path):
                "--extra", str(extra), "--points", str(points), "--workdir", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = {(Path(r["submission"]).name, r["exercise"]): r for r in csv.DictReader(out.open())}
-    assert len(rows) == 6
+    assert len(rows) == 8
     assert rows[("good", "diffusion/q_sample_at_t0")]["passed"] == "True"
     assert rows[("bad", "diffusion/q_sample_at_t0")]["passed"] == "False"
+    assert rows[("good", "diffusion/reads_the_code_object")]["passed"] == "True"
     assert float(rows[("good", "diffusion.q_sample")]["points"]) == 5
     assert float(rows[("bad", "diffusion.cfg_eps")]["points"]) == 2
     report = json.loads(out.with_suffix(".json").read_text())
-    assert [s["score"] for s in report["submissions"]] == [9, 2]
+    assert [s["score"] for s in report["submissions"]] == [11, 4]
+    assert report["grading"]["checks_in_learners_process"] == ["diffusion/reads_the_code_object"]
     assert report["summary"]["diffusion.q_sample"]["pass_rate"] == 0.5
     assert "swapped" in report["summary"]["diffusion.q_sample"]["common_failure"]
     assert "class summary" in proc.stdout
@@ -786,6 +794,65 @@ def test_the_reference_and_the_expected_values_are_not_in_the_learners_process(t
         assert row["seconds"].lower() not in ("nan", "inf"), row
     report = json.loads(out.with_suffix(".json").read_text(), parse_constant=_no_constants)
     assert report["grading"]["checks_in_learners_process"] == []
+
+
+ACROSS_THE_WIRE = """
+import json, sys, tempfile
+from pathlib import Path
+import torch
+torch.set_num_threads(1)  # before any work: the test forks this process
+from course.grader import bridge
+from course.grader.checks.kit import all_mistakes
+from course.grader.exercises import SOLUTIONS_DIR, _set, exercises, load_module
+from course.grader.grading import _clean, load_exercise, run_exercise
+
+out = {"reference": {}, "mistakes": []}
+for name in exercises():
+    impl = load_module(name.split(".", 1)[0], SOLUTIONS_DIR, isolate=name)
+    out["reference"][name] = bridge.check_in_fork(name, impl)
+for m in all_mistakes():
+    module, qualname = m.exercise.split(".", 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        if m.code is not None:
+            impl = load_module(module, SOLUTIONS_DIR, isolate=m.exercise)
+            _set(impl, qualname, m.code)
+            here = run_exercise(m.exercise, impl=impl)
+        else:
+            (Path(tmp) / f"{module}.py").write_text((SOLUTIONS_DIR / f"{module}.py").read_text().replace(*m.edit))
+            impl = load_exercise(m.exercise, Path(tmp))[0]
+            here = run_exercise(m.exercise, tmp)
+        passed, message = bridge.check_in_fork(m.exercise, impl)
+    out["mistakes"].append([str(m), here.passed, here.message, passed, _clean(message)])
+json.dump(out, sys.stdout)
+"""
+
+
+def _unlocated(message: str) -> str:
+    """`message` without its first " (at file.py line N: ...)"."""
+    start = message.find(" (at ")
+    depth = 0
+    for i in range(start + 1, len(message) if start >= 0 else 0):
+        depth += {"(": 1, ")": -1}.get(message[i], 0)
+        if depth == 0:
+            return message[:start] + message[i + 1:]
+    return message
+
+
+def test_every_check_gives_the_same_verdicts_across_the_wire():
+    """Why the checks can run in the checker: with the code under test served by another process and reached only
+    through the wire (`bridge.check_in_fork`), the reference passes every check, and every declared mistake fails
+    with the same message as when the check and the code share one process. (A declared mistake's code lives in
+    the checks' file, which only the run in one process takes for the learner's and points at: the location of a
+    raise is left out of the comparison; a learner's own file is located both ways.)"""
+    proc = subprocess.run([sys.executable, "-c", ACROSS_THE_WIRE], capture_output=True, text=True, cwd=ROOT,
+                          timeout=1200, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert len(out["reference"]) >= 42
+    assert {n: r for n, r in out["reference"].items() if not r[0]} == {}
+    assert len(out["mistakes"]) >= 2 * len(out["reference"])
+    differ = [m for m in out["mistakes"] if m[1] or m[1] != m[3] or _unlocated(m[2]) != _unlocated(m[4])]
+    assert differ == [], differ[:5]
 
 
 def test_nothing_a_child_sends_breaks_the_comparison():

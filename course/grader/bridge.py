@@ -36,7 +36,7 @@ FRAME_CAP = 64 << 20  # bytes of one frame
 ELEMENT_CAP = 1 << 26  # elements of one tensor
 DTYPES = {name: getattr(torch, name) for name in ("float16", "bfloat16", "float32", "float64", "int8", "int16",
                                                   "int32", "int64", "uint8", "bool")}
-TRUSTED_OPS = {"call", "getattr", "getitem", "len", "list", "signature", "backward"}  # what a checker serves
+TRUSTED_OPS = {"call", "getattr", "getitem", "len", "bool", "list", "signature", "backward"}  # what a checker serves
 
 
 class Gone(BaseException):
@@ -119,6 +119,9 @@ class Remote:
 
     def __getitem__(self, key):
         return self._end.request("getitem", h=self._handle, key=key)
+
+    def __bool__(self) -> bool:
+        return self._end.request("bool", h=self._handle) is True
 
     def __len__(self) -> int:
         n = self._end.request("len", h=self._handle)
@@ -521,6 +524,8 @@ class Endpoint:
             return {"value": self._target(header)[self.decode(header.get("key"), buffers)]}
         if op == "len":
             return {"value": len(self._target(header))}
+        if op == "bool":
+            return {"value": bool(self._target(header))}
         if op == "list":
             return {"value": list(self._target(header))}
         if op == "signature":

@@ -1,4 +1,4 @@
-"""Grading submissions that may be hostile: the learner's code runs in a locked-down child, the verdict is made here.
+"""Grading submissions that may be hostile: the learner's code runs in a locked-down child, the check in a trusted one.
 
 `python -m course grade` and `python -m course check --impl DIR --json` use this module; the notebook's `check(...)`
 does not (it stays in-process and fast, see `course/grader/grading.py`).
@@ -7,27 +7,32 @@ How it works:
 
 * **Snapshot.** `course/` and `solutions/` are copied into the grader's work folder and made read-only; every
   process below imports the course from that copy (`python -I -B`: no PYTHONPATH, no user site, no bytecode).
-* **Zygote.** One trusted process per job (`--jobs`) imports torch, the course, the checks and the references once
-  and never runs learner code. For each (submission, exercise) it forks a child, waits for it with a wall-clock
-  limit enforced from outside (SIGKILL to the child's session), and then kills whatever the child left behind: the
-  zygote is the *child subreaper*, so processes that detach (double fork, `setsid`) are handed back to it, and it
-  kills its children until none is left.
+  `given/` holds what a runner and a child read instead of `solutions/`: the exercise names, the generated stubs,
+  and per exercise the module's reference without that exercise's body (`Grader._write_given`).
+* **Workers.** Per job (`--jobs`), a `Worker` of two trusted processes (`zygote_main`), joined by a socket: a
+  *runner*, which imports torch and the grading code but never the references nor the checks, and forks the
+  learner's children; and a *checker*, which imports the checks and the references and never forks. For each
+  (submission, exercise) the runner forks a child with a pair of pipes, hands the other ends to the checker
+  (SCM_RIGHTS), waits for the child with a wall-clock limit enforced from outside (SIGKILL to the child's session),
+  and then kills whatever the child left behind: the runner is the *child subreaper*, so processes that detach
+  (double fork, `setsid`) are handed back to it, and it kills its children until none is left.
 * **Child.** Starts a new session; stdin is /dev/null, stdout and stderr go to a capped file that nobody parses;
   its working folder is a fresh box holding a copy of the one exercise module it needs; limits on address space
   (`RLIMIT_AS`), file size, CPU time and core dumps; an empty environment; a disk cap on its box, watched from
   outside; as root, no capability left (`drop_privileges`). On Linux ≥ 5.13 it then locks itself with Landlock: it
-  may read the system's libraries, the Python installation and the snapshot, write only its box, open no TCP
-  connection, ptrace nothing outside itself and (Linux ≥ 6.12) signal nothing outside itself. On x86-64 a seccomp
-  filter then denies changing file modes, owners and times, mounts, namespaces, sockets, memfd, SysV and POSIX IPC
-  and (unless allowed) starting processes. Only then is the learner's module imported and the check run.
-* **Decision.** Each requested check is first run once on the reference, in a child with no learner code: every
-  value the check compares (`expect_close`) and every tensor it inspects (`expect_tensor`) is recorded with what the
-  reference gives. The learner's child records the learner's values at the same points and writes them, with its
-  own verdict, to its box. The grader believes a *failure* as it comes (it costs only the learner's own row); a
-  *pass* is decided again here, in the grader's process, by comparing the learner's values with the trusted
-  records in float64 (`confirm` rules are applied again). A pass with nothing compared is refused; only plain dense
-  CPU tensors of real dtypes are compared, and nothing a child sends can raise here (`verify`). So patching torch,
-  builtins or the checks, or forging the result file, cannot turn wrong values into a pass.
+  may read the system's libraries, the Python installation and the snapshot but the module's reference and the
+  checks, write only its box, open no TCP connection, ptrace nothing outside itself and (Linux ≥ 6.12) signal
+  nothing outside itself. On x86-64 a seccomp filter then denies changing file modes, owners and times, mounts,
+  namespaces, sockets, memfd, SysV and POSIX IPC and (unless allowed) starting processes. Only then is the
+  learner's module imported (its other exercises from `given/`); the child then serves the checker's requests
+  (`bridge.serve_module`) and runs nothing but the learner's code and the given code it calls.
+* **Decision.** The checker runs the course's check unchanged, with `impl` a stand-in whose attribute reads, calls
+  and iteration are requests to the child (`course/grader/bridge.py`: tensors by value, other objects as handles,
+  gradients, RNG state and in-place changes carried across). The verdict, the message and the time are the
+  checker's; a pass that compared nothing is refused. Every check is first dry-run this way on the reference;
+  one that cannot run across the pipes is graded the legacy way: a *legacy* zygote (which has imported
+  everything) forks a child that runs the whole check, recording every value it compares, and a pass is decided
+  again here against the reference's recorded run in float64 (`verify`; nothing a child sends can raise here).
 * **Copy flags.** `copy_flags` reads each submitted module's AST in the grader (never running it) and flags code
   that reads the reference or inspects the grader, and bodies equal to the reference's; flags never change a grade.
 
@@ -858,6 +863,7 @@ def zygote_main(snapshot: str, extra: str = "", role: str = "legacy", wire: str 
         from course.grader.checks import kit  # noqa: F401 - the kit only: no check, no reference
 
         _read_given(snapshot)
+        _warm_runner(snapshot)
         wire_socket = socket.socket(fileno=int(wire))
     set_subreaper()
     _not_dumpable()
@@ -990,6 +996,28 @@ def _take_pipes(wire, token: str, timeout: float) -> tuple[int, int] | None:
             os.close(fd)
         if not message:
             return None
+
+
+def _warm_runner(snapshot: str) -> None:
+    """Import once, in the runner, what every child would otherwise import again: the libraries the exercise modules
+    import (read from the stubs, never from the references: einops, the lab, ...) and what torch imports lazily on a
+    first backward with given gradients (sympy, 0.4 s). Generic code only: no reference, no check."""
+    import ast
+    import importlib
+
+    import torch
+
+    x = torch.ones(2, requires_grad=True)
+    torch.autograd.backward([(x * 2).sum()], [torch.ones(())])
+    for stub in sorted((Path(snapshot) / "given" / "stubs").glob("*.py")):
+        for node in ast.parse(stub.read_text()).body:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+            for name in names:
+                try:
+                    importlib.import_module(name)
+                except Exception:  # noqa: BLE001 - a child that needs it imports it (and fails) itself
+                    pass
 
 
 def _read_given(snapshot: str) -> None:
