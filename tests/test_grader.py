@@ -876,6 +876,60 @@ def test_nothing_a_child_sends_breaks_the_comparison():
     assert [finite_seconds(v, 1.5) for v in (float("nan"), float("inf"), -1.0, "2", True, 0.25)] == [1.5] * 5 + [0.25]
 
 
+def test_nothing_a_child_sends_over_the_wire_breaks_the_checker():
+    """The checker reads only JSON headers and raw buffers it checks itself: whatever a child writes on its pipe
+    (garbage, huge sizes, deep nesting, tensors of other dtypes or impossible shapes, unknown handles, forged errors)
+    ends the check as the child's failure (or as the child gone), never as an error of the checker's."""
+    import struct
+    import threading
+
+    from course.grader import bridge
+
+    ready = ({"ready": 1}, [])
+    value = [({"value": v}, b) for v, b in (
+        ({"t": 0, "dtype": "complex64", "shape": [2]}, [b"\0" * 16]),
+        ({"t": 0, "dtype": "float32", "shape": [1 << 40]}, [b"\0" * 4]),
+        ({"t": 0, "dtype": "float32", "shape": [-1]}, [b""]),
+        ({"t": 3, "dtype": "float32", "shape": [1]}, [b"\0" * 4]),
+        ({"t": 0, "dtype": "float32", "shape": [3]}, [b"\0" * 4]),
+        ({"mine": "x"}, []), ({"yours": 12345}, []), ({"D": [[{"L": []}, 1]]}, []), ({"nope": 1}, []),
+        (json.loads("[" * 60 + "]" * 60), []), (float("nan"), []),
+    )]
+    errors = [({"error": e}, []) for e in ("forged", {"type": "SystemExit", "code": [1]},
+                                              {"type": "KeyboardInterrupt"}, {"type": "__import__", "text": "x"})]
+    raw = [b"\xff" * 20, struct.pack("<Q", 5) + b"{not}", struct.pack("<Q", 2) + b"[]"]
+    for case in [[f] for f in value + errors] + [[b] for b in raw]:
+        to_checker_r, to_checker_w = os.pipe()
+        from_checker_r, from_checker_w = os.pipe()
+
+        def child(frames=case, fd=to_checker_w):
+            for f in [ready] + frames:
+                if isinstance(f, bytes):
+                    os.write(fd, f)
+                else:
+                    bridge.write_frame(fd, *f)
+            os.close(fd)
+
+        def drain(fd=from_checker_r):
+            while os.read(fd, 1 << 16):
+                pass
+
+        threads = [threading.Thread(target=child), threading.Thread(target=drain)]
+        for t in threads:
+            t.start()
+        try:
+            passed, message = bridge.check_remote("diffusion.cfg_eps", to_checker_r, from_checker_w, 10)
+            assert passed is False and isinstance(message, str), case
+        except bridge.Gone:
+            pass
+        finally:
+            os.close(from_checker_w)
+            os.close(to_checker_r)
+            for t in threads:
+                t.join()
+            os.close(from_checker_r)
+
+
 def test_copy_flags_name_what_reads_or_repeats_the_reference():
     from course.grader.exercises import exercises
     from course.grader.sandbox import copy_flags

@@ -972,6 +972,8 @@ def _checker_main(channel, extra: str, wire: int) -> None:
                       "compared": len(_REC.items)}
         except bridge.Gone:
             answer = {"ended": True}
+        except Exception as e:  # noqa: BLE001 - the checker's own failure: not graded, never blamed on the learner
+            answer = {"grader_error": clean_text(f"{type(e).__name__}: {e}", 300)}
         finally:
             _REC.mode = None
             os.close(rfd)
@@ -1688,6 +1690,11 @@ class Grader:
                                                   "move work done at import into functions.",
                               finite_seconds(status.get("wall")))
             result = status.get("result")
+            if isinstance(result, dict) and result.get("grader_error"):
+                why = clean_text(f"the grader's checker failed ({result['grader_error']})", 400)
+                with self._lock:
+                    self.problems.append(f"{label} {name}: {why}")
+                return z, Row(label, name, False, f"not graded: {why}.")
             if name in self.isolated:  # the checker's answer, unless the child ended before the check did
                 payload = result if isinstance(result, dict) and not result.get("ended") else None
             else:
