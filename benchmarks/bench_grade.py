@@ -5,7 +5,8 @@
 
 The class: a third complete (the reference), a third not started (the generated stubs), a third half done (each
 module either the reference or the stub, at random), with one submission that hangs in a check and one that exits
-at import. Every exercise of every submission runs in its own sandboxed child (see course/grader/sandbox.py).
+at import. Every exercise of every submission runs in its own sandboxed child, its check in the checker (see
+course/grader/sandbox.py).
 """
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ def main() -> None:
               f"target <= 300 s")
         print(f"  per (submission, exercise): {wall / max(1, len(rows)) * args.jobs:.3f} s of a core; "
               f"landlock ABI {report['grading']['landlock']}; checks not re-decided by the grader: "
-              f"{report['grading']['unverified_checks'] or 'none'}")
+              f"{report['grading']['unverified_checks'] or 'none'}; checks run in the learner's process: "
+              f"{report['grading'].get('checks_in_learners_process') or 'none'}")
         flagged = sum(s.get("flagged", 0) for s in report["summary"].values())
         print(f"  rows with copy flags: {flagged} (a complete submission here is the reference itself)")
 
