@@ -930,6 +930,26 @@ def test_nothing_a_child_sends_over_the_wire_breaks_the_checker():
             os.close(from_checker_r)
 
 
+def test_the_runner_that_forks_the_children_holds_no_reference_and_no_check(tmp_path):
+    """The runner reports what it imported from `solutions/`, `given/` or the checks (nothing: a worker whose
+    runner holds any is refused), and the helper that says so sees a process that does hold them."""
+    from course.grader.exercises import ROOT, reference_module
+    from course.grader.grading import registry
+    from course.grader.sandbox import Grader, _references_held
+
+    grader = Grader(["diffusion.q_sample"], workdir=tmp_path)
+    try:
+        worker = grader._idle[0]
+        assert worker.runner.holds == [] and grader.isolated == {"diffusion.q_sample"}
+    finally:
+        grader.close()
+    reference_module("diffusion")
+    registry()
+    held = _references_held(str(ROOT))
+    assert any(n.endswith(".diffusion") and n.startswith("_course_impl_") for n in held), held
+    assert "course.grader.checks.diffusion" in held and "course.grader.checks.kit" not in held
+
+
 def test_copy_flags_name_what_reads_or_repeats_the_reference():
     from course.grader.exercises import exercises
     from course.grader.sandbox import copy_flags

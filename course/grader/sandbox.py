@@ -867,7 +867,8 @@ def zygote_main(snapshot: str, extra: str = "", role: str = "legacy", wire: str 
         wire_socket = socket.socket(fileno=int(wire))
     set_subreaper()
     _not_dumpable()
-    _send(channel, {"ready": True, "extras": extras, "landlock": landlock_abi()})
+    holds = _references_held(snapshot) if role == "runner" else []
+    _send(channel, {"ready": True, "extras": extras, "landlock": landlock_abi(), "holds": holds})
     for line in sys.stdin.buffer:
         try:
             req = json.loads(line)
@@ -1000,6 +1001,21 @@ def _take_pipes(wire, token: str, timeout: float) -> tuple[int, int] | None:
             return None
 
 
+def _references_held(snapshot: str) -> list[str]:
+    """The modules this process has imported from the snapshot's `solutions/` or `given/` or from the checks (the
+    kit aside): a runner must hold none, or its children would hold them too."""
+    top = Path(snapshot).resolve()
+    fenced = [top / "solutions", top / "given", top / "course" / "grader" / "checks"]
+    held = []
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if not isinstance(path, str) or Path(path).name in ("kit.py", "__init__.py"):
+            continue
+        if any(Path(path).resolve().is_relative_to(f) for f in fenced):
+            held.append(name)
+    return sorted(held)
+
+
 def _warm_runner(snapshot: str) -> None:
     """Import once, in the runner, what every child would otherwise import again: the libraries the exercise modules
     import (read from the stubs, never from the references: einops, the lab, ...) and what torch imports lazily on a
@@ -1096,6 +1112,7 @@ class Zygote:
             raise GraderProblem(hello.get("error") or f"the grader's worker did not start; see {self.log_path}")
         self.extras: list[str] = hello.get("extras", [])
         self.landlock: int = hello.get("landlock", 0)
+        self.holds: list[str] = hello.get("holds", [])
 
     def _read(self, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
@@ -1162,6 +1179,8 @@ class Worker:
             self.checker = Zygote(root, snapshot, extra, role="checker", wire=theirs.fileno(), wait=False)
             self.runner.hello()
             self.checker.hello()
+            if self.runner.holds:  # never fork learner children from a process that holds the references
+                raise GraderProblem(f"the runner imported the references or the checks: {self.runner.holds[:5]}")
         except BaseException:
             self.close(force=True)
             raise
