@@ -689,47 +689,6 @@ def _edit(module: str, old: str, new: str) -> str:
     return source.replace(old, new)
 
 
-def test_checks_are_decided_in_the_checker_whatever_the_child_patches(tmp_path):
-    """token_drop returning zeros, latent_scale returning 1.0 and an initialize_weights without its xavier step used
-    to pass in the child once the submission silenced the checks (their `expect`, the kit's closeness, the rules):
-    the checks now run in the checker, so what the child patches changes nothing."""
-    silence = textwrap.dedent("""
-        import sys
-        for _m in ("course.grader.checks.dit", "course.grader.checks.latent"):
-            if _m in sys.modules:
-                sys.modules[_m].expect = lambda *a, **k: None
-        if "course.grader.checks.kit" in sys.modules:
-            sys.modules["course.grader.checks.kit"]._close = lambda *a, **k: True
-            _rules = sys.modules["course.grader.grading"].RULES
-            for _k in _rules:
-                _rules[_k] = lambda *a, **k: None
-        """)
-    head = "from __future__ import annotations\n"
-    cheat = tmp_path / "cheat"
-    cheat.mkdir()
-    dit = _edit("dit", "        self.apply(_basic_init)\n", "")
-    dit = dit.replace("        if force_drop_ids is not None:\n            drop_ids = force_drop_ids == 1",
-                      "        return torch.zeros_like(labels)\n        if force_drop_ids is not None:\n"
-                      "            drop_ids = force_drop_ids == 1", 1)
-    (cheat / "dit.py").write_text(dit.replace(head, head + silence, 1))
-    latent = _edit("latent", "    return float(1.0 / latents.float().std())\n", "    return 1.0\n")
-    (cheat / "latent.py").write_text(latent.replace(head, head + silence, 1))
-    good = tmp_path / "good"
-    good.mkdir()
-    for m in ("dit", "latent"):
-        (good / f"{m}.py").write_text((SOLUTIONS_DIR / f"{m}.py").read_text())
-    out = tmp_path / "grades.csv"
-    names = ["dit.LabelEmbedder.token_drop", "latent.latent_scale", "dit.DiT.initialize_weights"]
-    proc = cli("grade", str(cheat), str(good), "--out", str(out), "--only", *names, "--workdir", str(tmp_path),
-               cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    rows = {(Path(r["submission"]).name, r["exercise"]): r for r in csv.DictReader(out.open())}
-    assert len(rows) == 6
-    for name in names:
-        assert rows[("good", name)]["passed"] == "True", rows[("good", name)]
-        assert rows[("cheat", name)]["passed"] == "False", rows[("cheat", name)]
-        assert "grader's own comparison" not in rows[("cheat", name)]["message"], rows[("cheat", name)]
-
 def _insert(module: str, name: str, code: str) -> str:
     """The reference of `module` with `code` run first in exercise `name`'s block (indented like the block)."""
     from course.grader.exercises import find_blocks
@@ -762,38 +721,75 @@ FIND_WITH_GC = """
     """
 
 
-def test_the_reference_and_the_expected_values_are_not_in_the_learners_process(tmp_path):
-    """The probe's cheats on dit.modulate and uvit.UViT.forward: frame walks to the check's `ref` or `want`, the
-    garbage collector's objects and sys.modules searched for the reference. The learner's child runs only the
-    learner's code (the check, the reference and the expected values live in the checker; the runner that forks
-    the child never imported them), so every cheat fails, beside correct submissions that pass."""
+SILENCE = """
+import sys
+for _m in ("course.grader.checks.dit", "course.grader.checks.latent"):
+    if _m in sys.modules:
+        sys.modules[_m].expect = lambda *a, **k: None
+if "course.grader.checks.kit" in sys.modules:
+    sys.modules["course.grader.checks.kit"]._close = lambda *a, **k: True
+    _rules = sys.modules["course.grader.grading"].RULES
+    for _k in _rules:
+        _rules[_k] = lambda *a, **k: None
+"""
+
+
+def test_the_probes_cheats_get_no_points_beside_correct_submissions(tmp_path):
+    """The probe's cheats beyond diffusion, graded in one run beside a correct submission: frame walks to the
+    check's `ref` or `want` and searches of `gc.get_objects()` and `sys.modules` for the reference of dit.modulate
+    and uvit.UViT.forward; and token_drop returning zeros, latent_scale returning 1.0, an initialize_weights without
+    its xavier step, each with the checks silenced in the child (their `expect`, the kit's closeness, the rules),
+    which used to pass. The checks run in the checker, the reference and the expected values live there, and the
+    runner that forks the child never imported them: every cheat gets 0 points on what it cheats, the correct
+    submission full points, one row per submission and exercise, no NaN, no IPC object left."""
     modulate, forward = ("dit", "dit.modulate"), ("uvit", "uvit.UViT.forward")
-    cheats = {
-        "frames": {"dit.py": _insert(*modulate, FIND_IN_FRAMES.format(call="modulate(x, shift, scale)")),
-                   "uvit.py": _insert(*forward, FIND_IN_FRAMES.format(call="UViT.forward(self, x, t, y)"))},
-        "gc": {"dit.py": _insert(*modulate, FIND_WITH_GC.format(qualname="modulate", rest="(x, shift, scale)")),
-               "uvit.py": _insert(*forward, FIND_WITH_GC.format(qualname="UViT.forward", rest="(self, x, t, y)"))},
-        "correct": {f"{m}.py": (SOLUTIONS_DIR / f"{m}.py").read_text() for m in ("dit", "uvit")},
+    reference = {f"{m}.py": (SOLUTIONS_DIR / f"{m}.py").read_text() for m in ("dit", "uvit", "latent")}
+    head = "from __future__ import annotations\n"
+    dit = _edit("dit", "        self.apply(_basic_init)\n", "").replace(
+        "        if force_drop_ids is not None:\n            drop_ids = force_drop_ids == 1",
+        "        return torch.zeros_like(labels)\n        if force_drop_ids is not None:\n"
+        "            drop_ids = force_drop_ids == 1", 1)
+    latent = _edit("latent", "    return float(1.0 / latents.float().std())\n", "    return 1.0\n")
+    subs = {
+        "frames": dict(reference, **{
+            "dit.py": _insert(*modulate, FIND_IN_FRAMES.format(call="modulate(x, shift, scale)")),
+            "uvit.py": _insert(*forward, FIND_IN_FRAMES.format(call="UViT.forward(self, x, t, y)"))}),
+        "gc": dict(reference, **{
+            "dit.py": _insert(*modulate, FIND_WITH_GC.format(qualname="modulate", rest="(x, shift, scale)")),
+            "uvit.py": _insert(*forward, FIND_WITH_GC.format(qualname="UViT.forward", rest="(self, x, t, y)"))}),
+        "silenced": dict(reference, **{"dit.py": dit.replace(head, head + SILENCE, 1),
+                                       "latent.py": latent.replace(head, head + SILENCE, 1)}),
+        "correct": reference,
     }
+    cheated = {"frames": {"dit.modulate", "uvit.UViT.forward"}, "gc": {"dit.modulate", "uvit.UViT.forward"},
+               "silenced": {"dit.LabelEmbedder.token_drop", "latent.latent_scale", "dit.DiT.initialize_weights"},
+               "correct": set()}
     folders = []
-    for label, files in cheats.items():
+    for label, files in subs.items():
         folder = tmp_path / label
         folder.mkdir()
         for rel, text in files.items():
             (folder / rel).write_text(text)
         folders.append(str(folder))
     out = tmp_path / "grades.csv"
-    names = ["dit.modulate", "uvit.UViT.forward"]
+    names = ["dit.modulate", "dit.LabelEmbedder.token_drop", "dit.DiT.initialize_weights", "latent.latent_scale",
+             "uvit.UViT.forward"]
+    ipc_before = _ipc_objects()
     proc = cli("grade", *folders, "--out", str(out), "--only", *names, "--jobs", "2", "--workdir", str(tmp_path),
                cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    rows = {(Path(r["submission"]).name, r["exercise"]): r for r in csv.DictReader(out.open())}
-    assert len(rows) == 6
-    for (label, _), row in rows.items():
-        assert row["passed"] == str(label == "correct"), row
-        assert row["seconds"].lower() not in ("nan", "inf"), row
+    rows = list(csv.DictReader(out.open()))
+    assert sorted((Path(r["submission"]).name, r["exercise"]) for r in rows) == sorted(
+        (label, name) for label in subs for name in names)
+    for row in rows:
+        label = Path(row["submission"]).name
+        assert row["passed"] == str(row["exercise"] not in cheated[label]), row
+        assert row["seconds"].lower() not in ("nan", "inf") and float(row["seconds"]) >= 0, row
+        assert "grader's own comparison" not in row["message"], row
+    assert _ipc_objects() == ipc_before
     report = json.loads(out.with_suffix(".json").read_text(), parse_constant=_no_constants)
     assert report["grading"]["checks_in_learners_process"] == []
+    assert [s["score"] for s in report["submissions"]] == [3, 3, 2, 5]
 
 
 ACROSS_THE_WIRE = """
