@@ -6,7 +6,8 @@ learner's code (and the given code it calls). Both ends are an `Endpoint` over a
 frames, so the child can call back what the checker passes in (a denoiser given to `ddpm_loss`, a forward hook):
 
 * **Values travel by value**: None, bools, ints, floats, strings, tuples, lists, dicts, slices, dtypes, devices,
-  and dense CPU tensors (their bytes, dtype, shape, `requires_grad`, whether a Parameter, and a leaf's `.grad`).
+  CPU generators (their state) and dense CPU tensors (their bytes, dtype, shape, `requires_grad`, whether a
+  Parameter, and a leaf's `.grad`).
   Anything else stays where it lives and travels as a handle, a `Remote` on the other side. A frame is a JSON
   header and raw buffers: nothing received is unpickled or executed.
 * **Gradients cross** with `_Bridge`, an autograd Function: a call made with grad enabled keeps its graph on the
@@ -14,7 +15,9 @@ frames, so the child can call back what the checker passes in (a denoiser given 
   their `.grad` where they live; reading them later copies them over).
 * **Randomness travels with every call**: the caller's torch RNG state goes along, the callee's comes back, so a
   seeded check draws the same numbers as when everything ran in one process.
-* **In-place changes come back**: a tensor argument the callee changed in place is copied into the caller's.
+* **In-place changes come back**: a tensor argument the callee changed in place is copied into the caller's (and
+  a generator's new state); a parameter the checker read and then changed in place is written back before its
+  next request (`sync`).
 * **Exceptions come back** as the same built-in type with the same text; the child adds where in the learner's
   file it was raised (`told`), which the kit quotes as it would in one process.
 
@@ -575,8 +578,7 @@ class Endpoint:
             raise LookupError("no such call to backpropagate through")
         outs, leaves = self.graphs.pop(call)
         grads = self.decode(header.get("grads"), buffers)
-        if type(grads) is not list or len(grads) != len(outs) + 0:
-            grads = list(grads)[: len(outs)] if type(grads) is list else []
+        grads = grads if type(grads) is list else []
         pairs = [(o, g) for o, g in zip(outs, grads)
                  if type(g) is torch.Tensor and o.requires_grad and g.shape == o.shape]
         if pairs:
