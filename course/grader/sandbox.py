@@ -962,7 +962,7 @@ def _checker_main(channel, extra: str, wire: int) -> None:
             continue
         fds = _take_pipes(wire_socket, str(req["token"]), float(req["hard_timeout"]))
         if fds is None:
-            _send(channel, {"ended": True, "why": "no pipes came from the runner"})
+            _send(channel, {"grader_error": "no pipes came from the runner"})
             continue
         rfd, wfd = fds
         start = time.perf_counter()
