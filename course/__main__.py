@@ -155,6 +155,10 @@ def cmd_grade(args) -> int:
                      "no Landlock on this system: files and processes are not fenced (see the README)")
             print(f"grading {len(labels)} submission(s) x {len(grader.names)} check(s), {args.jobs} at a time; "
                   f"{guard}", flush=True)
+            older = grader.in_learners_process()
+            if older:
+                print(f"these checks cannot run in the checker and run in the learner's process, where the "
+                      f"reference can be found in memory (see the README): {', '.join(older)}", flush=True)
 
             def finish(label: str, rows: list) -> None:
                 with lock:
