@@ -3,11 +3,14 @@
 The in-notebook `check(...)` runs in-process (fast); `python -m course grade` and `check --impl DIR --json` run each
 exercise in a sandboxed child (course/grader/sandbox.py). `test_a_hostile_class_is_graded_correctly` grades a generated
 class of submissions (correct, partly correct, raising, hanging, exiting, forging, patching, writing where they should
-not, leaving processes behind, odd messages) and checks every row.
+not, leaving processes behind, odd messages) and checks every row; `test_the_probes_class_is_graded_in_one_run` grades
+the class of issue 25's probe (the reference imported, exec'd or found in memory, checks silenced in the child, forged
+results and times, IPC leftovers) beside correct submissions in one run.
 """
 import csv
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -208,6 +211,28 @@ def _prefix(code: str, body: str | None = None) -> str:
     return head + future + textwrap.dedent(code) + "\n" + tail
 
 
+def _written_differently() -> str:
+    """diffusion.py, correct, with q_sample and cfg_eps in other words than the reference's."""
+    return _q("""
+        ab = alphas_cumprod.to(x0.dtype)[t]
+        ab = ab.reshape(len(t), *([1] * (x0.dim() - 1)))
+        return torch.sqrt(ab) * x0 + torch.sqrt(1.0 - ab) * noise
+        """).replace("return eps_uncond + w * (eps_cond - eps_uncond)", "return (1 - w) * eps_uncond + w * eps_cond")
+
+
+# Code run at import that makes every result file the child saves a forged pass with forged tensors `items` and a
+# NaN time. (The checker decides and times every check: a forged result file is never read.)
+FORGE_ITEMS = """
+    import torch
+    _save = torch.save
+    def save(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and "items" in obj:
+            obj = dict(obj, passed=True, seconds=float("nan"), items={items})
+        return _save(obj, f, *args, **kwargs)
+    torch.save = save
+    """
+
+
 def _class(tmp: Path) -> tuple[dict, dict]:
     """{name: files} and {name: {exercise: (passed, fragment)}} (exercises not named pass)."""
     subs, expect = {}, {}
@@ -223,11 +248,7 @@ def _class(tmp: Path) -> tuple[dict, dict]:
     add("correct", SOURCE)
     add("correct_in_course", files={"course/diffusion.py": SOURCE})
     add("correct_one_level_down", files={"repo/course/diffusion.py": SOURCE, "repo/README.md": "hi"})
-    add("correct_written_differently", _q("""
-        ab = alphas_cumprod.to(x0.dtype)[t]
-        ab = ab.reshape(len(t), *([1] * (x0.dim() - 1)))
-        return torch.sqrt(ab) * x0 + torch.sqrt(1.0 - ab) * noise
-        """).replace("return eps_uncond + w * (eps_cond - eps_uncond)", "return (1 - w) * eps_uncond + w * eps_cond"))
+    add("correct_written_differently", _written_differently())
     add("stub", student_source("diffusion"), {e: (False, "not done yet") for e in everything})
     add("wrong_q_sample", _q(WRONG), {"diffusion.q_sample": (False, "swapped")})
     add("raises", _q("raise ValueError('oops')"), {"diffusion.q_sample": (False, "ValueError: oops")})
@@ -329,55 +350,14 @@ def _class(tmp: Path) -> tuple[dict, dict]:
     add("link_to_reference", files={"diffusion.py": SOLUTIONS_DIR / "diffusion.py"},
         expected={e: (False, "not a regular file") for e in everything})
     add("empty", files={}, expected={e: (False, "no diffusion.py") for e in everything})
-    # Forged results that are not plain tensors, and a forged time: refused or ignored, never a crashed grader.
-    forge_items = """
-        import torch
-        _save = torch.save
-        def save(obj, f, *args, **kwargs):
-            if isinstance(obj, dict) and "items" in obj:
-                obj = dict(obj, passed=True, seconds=float("nan"), items={items})
-            return _save(obj, f, *args, **kwargs)
-        torch.save = save
-        """
-    # (The checker decides and times every check: a forged result file is never read.)
-    meta = "[torch.zeros(3, device='meta') for _ in obj['items']]"
-    add("forge_meta_tensors", _prefix(forge_items.format(items=meta)))
-    add("forge_sparse_tensors", _prefix(forge_items.format(items="[torch.zeros(3).to_sparse() for _ in obj['items']]"),
-                                        WRONG), {"diffusion.q_sample": (False, "swapped")})
-    add("forge_complex_and_huge", _prefix(forge_items.format(
+    # Forged results that are not plain tensors (the probe's meta and sparse ones are in `_probes`): refused.
+    add("forge_complex_and_huge", _prefix(FORGE_ITEMS.format(
         items="[torch.zeros(1, dtype=torch.complex64) if i % 2 else torch.zeros(1).expand(1 << 40) "
               "for i, _ in enumerate(obj['items'])]"), WRONG), {"diffusion.q_sample": (False, "swapped")})
-    add("nan_seconds", _prefix(forge_items.format(items="obj['items']")))
     # What the learner's code returns that the grader cannot take: refused, the row failed.
     for kind, value in (("meta", "torch.zeros_like(x0, device='meta')"), ("sparse", "x0.to_sparse()"),
                         ("complex", "x0.to(torch.complex64)"), ("huge", "torch.zeros(1).expand(1 << 40)")):
         add(f"returns_{kind}", _q(f"import torch\nreturn {value}"), {"diffusion.q_sample": (False, "cannot")})
-    # What a child may not reach: IPC that outlives it, memory outside RLIMIT_AS, the grader's /proc, capabilities.
-    add("ipc_proc_and_capabilities", _q("""
-        import ctypes, os
-        libc = ctypes.CDLL(None, use_errno=True)
-        found = [name for name, call in (("shmget", lambda: libc.shmget(0, 4096, 0o1000 | 0o600)),
-                                         ("semget", lambda: libc.semget(0, 1, 0o1000 | 0o600)),
-                                         ("msgget", lambda: libc.msgget(0, 0o1000 | 0o600)),
-                                         ("mq_open", lambda: libc.mq_open(b"/course-test", 0o100 | 2, 0o600, None)))
-                 if call() >= 0]
-        try:
-            os.memfd_create("x")
-            found.append("memfd_create")
-        except (OSError, AttributeError):
-            pass
-        for pid in [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]:
-            for what in ("environ", "maps"):
-                try:
-                    with open(f"/proc/{pid}/{what}", "rb") as f:
-                        found += [f"{what} of {pid}"] if f.read(64) else []
-                except OSError:
-                    pass
-        caps = [line.split()[1] for line in open("/proc/self/status") if line.startswith(("CapEff", "CapPrm"))]
-        found += [f"capabilities {caps}"] if any(int(c, 16) for c in caps) else []
-        if found:
-            raise ValueError("allowed: " + ", ".join(found[:6]))
-        """ + Q_SAMPLE_BODY.strip()))
     add("fills_its_disk", _q("""
         import itertools
         for i in itertools.count():
@@ -393,52 +373,11 @@ def _class(tmp: Path) -> tuple[dict, dict]:
             held[-1].write(bytes(8 << 20))
             held[-1].flush()
         """), {"diffusion.q_sample": (False, "MB on disk")})
-    # The reference of the module under test is not readable in the child: importing, exec'ing, unmarshalling it fail.
-    add("imports_reference", "from solutions.diffusion import *  # noqa\n",
-        {e: (False, "could not be imported") for e in everything})
-    snapshot = "os.path.dirname(os.path.dirname(course.__file__))"
-    add("execs_reference", _q(f"""
-        import course, os
-        path, ns = os.path.join({snapshot}, "solutions", "diffusion.py"), {{}}
-        exec(compile(open(path).read(), path, "exec"), ns)
-        return ns["q_sample"](x0, t, noise, alphas_cumprod)
-        """), {"diffusion.q_sample": (False, "PermissionError")})
-    add("unmarshals_reference", _q(f"""
-        import course, marshal, os, sys
-        name = f"diffusion.cpython-{{sys.version_info[0]}}{{sys.version_info[1]}}.pyc"
-        ns = {{}}
-        exec(marshal.loads(open(os.path.join({snapshot}, "solutions", "__pycache__", name), "rb").read()[16:]), ns)
-        return ns["q_sample"](x0, t, noise, alphas_cumprod)
-        """), {"diffusion.q_sample": (False, "PermissionError")})
-    add("imports_reference_by_path", _q(f"""
-        import course, importlib.util, os
-        spec = importlib.util.spec_from_file_location("copy", os.path.join({snapshot}, "solutions", "diffusion.py"))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.q_sample(x0, t, noise, alphas_cumprod)
-        """), {"diffusion.q_sample": (False, "PermissionError")})
-    # The reference and the expected values looked for in memory: they live in another process (and are flagged).
-    add("walks_frames", _q("""
-        import sys
-        frame = sys._getframe(1)
-        while "ref" not in frame.f_locals:
-            frame = frame.f_back
-        return frame.f_locals["ref"].q_sample(x0, t, noise, alphas_cumprod)
-        """), {"diffusion.q_sample": (False, "AttributeError")})
-    add("searches_gc", _q("""
-        import gc
-        mods = [o for o in gc.get_objects() if type(o).__name__ == "module" and "q_sample" in vars(o)
-                and "solutions" in str(getattr(o, "__file__", ""))]
-        return mods[0].q_sample(x0, t, noise, alphas_cumprod)
-        """), {"diffusion.q_sample": (False, "IndexError")})
     return subs, expect
 
 
 # {submission: {exercise: the copy flags its row must carry}}; the rows not named carry none
 FLAGGED = {"correct": {e: ["same-as-reference"] for e in ("diffusion.q_sample", "diffusion.cosine_betas")},
-           "imports_reference": {e: ["imports-reference"] for e in DIFFUSION},
-           "walks_frames": {"diffusion.q_sample": ["introspection"]},
-           "searches_gc": {"diffusion.q_sample": ["imports-reference", "introspection"]},
            "correct_written_differently": {e: [] for e in ("diffusion.q_sample", "diffusion.cfg_eps")}}
 
 
@@ -476,14 +415,39 @@ def _fingerprint(paths) -> dict:
 
 
 def _ipc_objects() -> list[str]:
-    """SysV IPC objects and POSIX message queues on this machine (none may be left by grading)."""
+    """SysV IPC objects (what `ipcs` lists), POSIX message queues (where /dev/mqueue is mounted) and POSIX shared
+    memory on this machine (none may be left by grading)."""
     found = []
     for kind in ("shm", "sem", "msg"):
         try:
-            found += Path(f"/proc/sysvipc/{kind}").read_text().splitlines()[1:]
+            found += [f"{kind}: {line}" for line in Path(f"/proc/sysvipc/{kind}").read_text().splitlines()[1:]]
         except OSError:
             pass
-    return found + (sorted(os.listdir("/dev/mqueue")) if os.path.isdir("/dev/mqueue") else [])
+    for folder in ("/dev/mqueue", "/dev/shm"):
+        found += [f"{folder}/{n}" for n in sorted(os.listdir(folder))] if os.path.isdir(folder) else []
+    return found
+
+
+PROBE_IPC_NAME = "/course-grader-test-ipc"
+
+
+def _probe_ipc_left() -> list[str]:
+    """The POSIX message queue and shared memory object the IPC probe tries to make, if they exist (removed: a
+    queue is found by name, since /dev/mqueue is not mounted everywhere)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    found = []
+    queue = libc.mq_open(PROBE_IPC_NAME.encode(), os.O_RDONLY)
+    if queue >= 0:
+        libc.mq_close(queue)
+        libc.mq_unlink(PROBE_IPC_NAME.encode())
+        found.append(f"message queue {PROBE_IPC_NAME}")
+    shm = Path("/dev/shm") / PROBE_IPC_NAME.lstrip("/")
+    if shm.exists():
+        shm.unlink()
+        found.append(str(shm))
+    return found
 
 
 def _no_constants(name):
@@ -703,8 +667,10 @@ def _insert(module: str, name: str, code: str) -> str:
 FIND_IN_FRAMES = """
     import sys
     frame = sys._getframe(1)
-    while type(frame.f_locals.get("ref")).__name__ != "module":  # the check's frame: ref is the reference
-        frame = frame.f_back
+    while type(frame.f_locals.get("ref")).__name__ != "module" and "want" not in frame.f_locals:
+        frame = frame.f_back  # up to the check's frame: its `ref` is the reference, its `want` the expected value
+    if "want" in frame.f_locals:
+        return frame.f_locals["want"]
     return frame.f_locals["ref"].{call}
     """
 FIND_WITH_GC = """
@@ -733,63 +699,174 @@ if "course.grader.checks.kit" in sys.modules:
         _rules[_k] = lambda *a, **k: None
 """
 
+# The exercises the probe's cheats target (the class is graded on these only).
+PROBED = ["diffusion.q_sample", "dit.modulate", "dit.LabelEmbedder.token_drop", "dit.DiT.initialize_weights",
+          "latent.latent_scale", "uvit.UViT.forward"]
 
-def test_the_probes_cheats_get_no_points_beside_correct_submissions(tmp_path):
-    """The probe's cheats beyond diffusion, graded in one run beside a correct submission: frame walks to the
-    check's `ref` or `want` and searches of `gc.get_objects()` and `sys.modules` for the reference of dit.modulate
-    and uvit.UViT.forward; and token_drop returning zeros, latent_scale returning 1.0, an initialize_weights without
-    its xavier step, each with the checks silenced in the child (their `expect`, the kit's closeness, the rules),
-    which used to pass. The checks run in the checker, the reference and the expected values live there, and the
-    runner that forks the child never imported them: every cheat gets 0 points on what it cheats, the correct
-    submission full points, one row per submission and exercise, no NaN, no IPC object left."""
-    modulate, forward = ("dit", "dit.modulate"), ("uvit", "uvit.UViT.forward")
-    reference = {f"{m}.py": (SOLUTIONS_DIR / f"{m}.py").read_text() for m in ("dit", "uvit", "latent")}
-    head = "from __future__ import annotations\n"
+
+def _probes() -> tuple[dict, dict]:
+    """The probe's class: {name: {file: text}} and {name: {exercise it cheats: a fragment of that row's message}}.
+
+    Every submission holds diffusion.py, dit.py, latent.py and uvit.py, the reference's but for what it changes: a
+    cheat must lose exactly the exercises it cheats and keep the others."""
+    reference = {f"{m}.py": (SOLUTIONS_DIR / f"{m}.py").read_text() for m in ("diffusion", "dit", "latent", "uvit")}
+    subs, cheats = {}, {}
+
+    def add(name, cheated=None, **files):
+        subs[name] = dict(reference, **{f"{module}.py": text for module, text in files.items()})
+        cheats[name] = cheated or {}
+
+    add("correct")
+    add("correct_written_differently", diffusion=_written_differently())
+    # The reference imported by name (a dit.py that is only `from solutions.dit import *` once scored 7/7), by path,
+    # exec'd from its source or unmarshalled from its .pyc: the child cannot read it.
+    add("imports_reference", {e: "could not be imported" for e in PROBED if e.startswith(("diffusion.", "dit."))},
+        diffusion="from solutions.diffusion import *  # noqa\n", dit="from solutions.dit import *  # noqa\n")
+    snapshot = "os.path.dirname(os.path.dirname(course.__file__))"
+    add("imports_reference_by_path", {"diffusion.q_sample": "PermissionError"}, diffusion=_q(f"""
+        import course, importlib.util, os
+        spec = importlib.util.spec_from_file_location("copy", os.path.join({snapshot}, "solutions", "diffusion.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.q_sample(x0, t, noise, alphas_cumprod)
+        """))
+    add("execs_reference", {"diffusion.q_sample": "PermissionError"}, diffusion=_q(f"""
+        import course, os
+        path, ns = os.path.join({snapshot}, "solutions", "diffusion.py"), {{}}
+        exec(compile(open(path).read(), path, "exec"), ns)
+        return ns["q_sample"](x0, t, noise, alphas_cumprod)
+        """))
+    add("unmarshals_reference", {"diffusion.q_sample": "PermissionError"}, diffusion=_q(f"""
+        import course, marshal, os, sys
+        name = f"diffusion.cpython-{{sys.version_info[0]}}{{sys.version_info[1]}}.pyc"
+        ns = {{}}
+        exec(marshal.loads(open(os.path.join({snapshot}, "solutions", "__pycache__", name), "rb").read()[16:]), ns)
+        return ns["q_sample"](x0, t, noise, alphas_cumprod)
+        """))
+    # The reference and the expected values looked for in memory (frames up to the check's `ref` or `want`;
+    # gc.get_objects() and sys.modules): they live in the checker, another process.
+    targets = {"diffusion": ("diffusion.q_sample", "q_sample", "(x0, t, noise, alphas_cumprod)"),
+               "dit": ("dit.modulate", "modulate", "(x, shift, scale)"),
+               "uvit": ("uvit.UViT.forward", "UViT.forward", "(self, x, t, y)")}
+    add("frames", {"diffusion.q_sample": "AttributeError", "dit.modulate": "", "uvit.UViT.forward": ""},
+        **{m: _insert(m, e, FIND_IN_FRAMES.format(call=q + a)) for m, (e, q, a) in targets.items()})
+    add("gc", {"diffusion.q_sample": "IndexError", "dit.modulate": "", "uvit.UViT.forward": ""},
+        **{m: _insert(m, e, FIND_WITH_GC.format(qualname=q, rest=a)) for m, (e, q, a) in targets.items()})
+    # The three checks once decided in the child only: token_drop returning zeros, an initialize_weights without its
+    # xavier step, latent_scale returning 1.0, with the checks silenced in the child (their `expect`, the kit's
+    # closeness, the rules).
     dit = _edit("dit", "        self.apply(_basic_init)\n", "").replace(
         "        if force_drop_ids is not None:\n            drop_ids = force_drop_ids == 1",
         "        return torch.zeros_like(labels)\n        if force_drop_ids is not None:\n"
         "            drop_ids = force_drop_ids == 1", 1)
     latent = _edit("latent", "    return float(1.0 / latents.float().std())\n", "    return 1.0\n")
-    subs = {
-        "frames": dict(reference, **{
-            "dit.py": _insert(*modulate, FIND_IN_FRAMES.format(call="modulate(x, shift, scale)")),
-            "uvit.py": _insert(*forward, FIND_IN_FRAMES.format(call="UViT.forward(self, x, t, y)"))}),
-        "gc": dict(reference, **{
-            "dit.py": _insert(*modulate, FIND_WITH_GC.format(qualname="modulate", rest="(x, shift, scale)")),
-            "uvit.py": _insert(*forward, FIND_WITH_GC.format(qualname="UViT.forward", rest="(self, x, t, y)"))}),
-        "silenced": dict(reference, **{"dit.py": dit.replace(head, head + SILENCE, 1),
-                                       "latent.py": latent.replace(head, head + SILENCE, 1)}),
-        "correct": reference,
-    }
-    cheated = {"frames": {"dit.modulate", "uvit.UViT.forward"}, "gc": {"dit.modulate", "uvit.UViT.forward"},
-               "silenced": {"dit.LabelEmbedder.token_drop", "latent.latent_scale", "dit.DiT.initialize_weights"},
-               "correct": set()}
-    folders = []
-    for label, files in subs.items():
-        folder = tmp_path / label
-        folder.mkdir()
-        for rel, text in files.items():
-            (folder / rel).write_text(text)
-        folders.append(str(folder))
-    out = tmp_path / "grades.csv"
-    names = ["dit.modulate", "dit.LabelEmbedder.token_drop", "dit.DiT.initialize_weights", "latent.latent_scale",
-             "uvit.UViT.forward"]
+    add("silenced", dict.fromkeys(["dit.LabelEmbedder.token_drop", "dit.DiT.initialize_weights",
+                                   "latent.latent_scale"], ""),
+        dit=dit.replace(FUTURE, FUTURE + SILENCE, 1), latent=latent.replace(FUTURE, FUTURE + SILENCE, 1))
+    # Forged results: a pass of a wrong q_sample with tensors on the meta device or sparse (once a crashed run), and
+    # a NaN time on a correct one (once in grades.csv and an invalid grades.json).
+    for kind, items in (("meta", "[torch.zeros(3, device='meta') for _ in obj['items']]"),
+                        ("sparse", "[torch.zeros(3).to_sparse() for _ in obj['items']]")):
+        add(f"forge_{kind}_tensors", {"diffusion.q_sample": "swapped"},
+            diffusion=_prefix(FORGE_ITEMS.format(items=items), WRONG))
+    add("nan_seconds", diffusion=_prefix(FORGE_ITEMS.format(items="obj['items']")))
+    # IPC that would outlive the child (SysV, POSIX queues and shared memory), memory outside RLIMIT_AS, the grader's
+    # /proc, capabilities: a correct q_sample that fails when any of them is allowed.
+    add("ipc_proc_and_capabilities", diffusion=_q("""
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        found = [name for name, call in (("shmget", lambda: libc.shmget(0, 4096, 0o1000 | 0o600)),
+                                         ("semget", lambda: libc.semget(0, 1, 0o1000 | 0o600)),
+                                         ("msgget", lambda: libc.msgget(0, 0o1000 | 0o600)),
+                                         ("mq_open", lambda: libc.mq_open(NAME.encode(), 0o100 | 2, 0o600, None)))
+                 if call() >= 0]
+        try:
+            import _posixshmem
+            os.close(_posixshmem.shm_open(NAME, os.O_CREAT | os.O_RDWR, 0o600))
+            found.append("shm_open")
+        except (OSError, ImportError):
+            pass
+        try:
+            os.memfd_create("x")
+            found.append("memfd_create")
+        except (OSError, AttributeError):
+            pass
+        for pid in [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]:
+            for what in ("environ", "maps"):
+                try:
+                    with open(f"/proc/{pid}/{what}", "rb") as f:
+                        found += [f"{what} of {pid}"] if f.read(64) else []
+                except OSError:
+                    pass
+        caps = [line.split()[1] for line in open("/proc/self/status") if line.startswith(("CapEff", "CapPrm"))]
+        found += [f"capabilities {caps}"] if any(int(c, 16) for c in caps) else []
+        if found:
+            raise ValueError("allowed: " + ", ".join(found[:6]))
+        """.replace("NAME", repr(PROBE_IPC_NAME)) + Q_SAMPLE_BODY.strip()))
+    return subs, cheats
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} in the JSON report")
+    return value
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox's fences are Linux's")
+def test_the_probes_class_is_graded_in_one_run(tmp_path):
+    """Issue 25's done-when: a class made of the probe's kinds of submission (the reference imported, exec'd,
+    unmarshalled, found through frames or gc/sys.modules; the three checks once decided in the child only; forged
+    meta and sparse results; a NaN time; IPC that would outlive the child), graded in one run beside correct
+    submissions, gives every cheat 0 points on what it cheats (and full points on the rest), every correct
+    submission full points, one row per submission and exercise, no NaN in grades.csv or grades.json (a strict
+    JSON), and leaves no SysV or POSIX IPC object behind. The copy flags name the cheats that read the reference."""
+    subs, cheats = _probes()
+    folders = _write(tmp_path, subs)
+    out, work = tmp_path / "grades.csv", tmp_path / "work"
+    work.mkdir()
+    _probe_ipc_left()  # what an earlier run may have left is not this run's
     ipc_before = _ipc_objects()
-    proc = cli("grade", *folders, "--out", str(out), "--only", *names, "--jobs", "2", "--workdir", str(tmp_path),
-               cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    rows = list(csv.DictReader(out.open()))
+    start = time.monotonic()
+    proc = cli("grade", *folders, "--out", str(out), "--only", *PROBED, "--jobs", "2", "--workdir", str(work),
+               cwd=tmp_path, timeout=900)
+    took = time.monotonic() - start
+    ipc_after, probe_ipc_left = _ipc_objects(), _probe_ipc_left()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert sorted((Path(r["submission"]).name, r["exercise"]) for r in rows) == sorted(
-        (label, name) for label in subs for name in names)
-    for row in rows:
-        label = Path(row["submission"]).name
-        assert row["passed"] == str(row["exercise"] not in cheated[label]), row
-        assert row["seconds"].lower() not in ("nan", "inf") and float(row["seconds"]) >= 0, row
-        assert "grader's own comparison" not in row["message"], row
-    assert _ipc_objects() == ipc_before
-    report = json.loads(out.with_suffix(".json").read_text(), parse_constant=_no_constants)
+        (name, e) for name in subs for e in PROBED)
+    flagged = {"correct_written_differently": {"diffusion.q_sample": []},
+               "imports_reference": {e: ["imports-reference"] for e in cheats["imports_reference"]},
+               "frames": {e: ["introspection"] for e in cheats["frames"]},
+               "gc": {e: ["imports-reference", "introspection"] for e in cheats["gc"]}}
+    wrong = []
+    for r in rows:
+        name, exercise = Path(r["submission"]).name, r["exercise"]
+        cheated = exercise in cheats[name]
+        if (r["passed"], float(r["points"])) != (str(not cheated), 0.0 if cheated else 1.0):
+            wrong.append(f"{name} {exercise}: passed {r['passed']}, {r['points']} points: {r['message'][:200]}")
+        if cheats[name].get(exercise, "") not in r["message"] or "grader's own comparison" in r["message"]:
+            wrong.append(f"{name} {exercise}: {r['message'][:200]}")
+        for key, value in r.items():
+            try:
+                number = float(value)
+            except ValueError:
+                continue
+            if not math.isfinite(number) or (key == "seconds" and number < 0):
+                wrong.append(f"{name} {exercise}: {key} {value}")
+        if exercise in flagged.get(name, {}) and r["flags"].split() != flagged[name][exercise]:
+            wrong.append(f"{name} {exercise}: flags {r['flags']!r}, expected {flagged[name][exercise]}")
+    assert not wrong, "\n".join(wrong)
+    assert ipc_after == ipc_before and probe_ipc_left == []
+    report = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"), parse_constant=_no_constants,
+                        parse_float=_finite)
+    assert report["grading"]["complete"] and not report["grading"]["problems"]
     assert report["grading"]["checks_in_learners_process"] == []
-    assert [s["score"] for s in report["submissions"]] == [3, 3, 2, 5]
+    assert len(report["submissions"]) == len(subs)
+    assert {Path(s["submission"]).name: (s["score"], s["total"], len(s["results"])) for s in report["submissions"]} == {
+        name: (len(PROBED) - len(c), len(PROBED), len(PROBED)) for name, c in cheats.items()}
+    print(f"graded {len(subs)} submissions x {len(PROBED)} exercises in {took:.0f} s (2 jobs)")
 
 
 ACROSS_THE_WIRE = """
