@@ -824,6 +824,23 @@ def _load_checks(extra: str) -> list[str]:
     return extras
 
 
+def _trusted_imports(channel, extra: str) -> list[str] | None:
+    """What a trusted process that runs checks imports first: the kit's hooks, the checks (the course's and the
+    instructor's extra ones) and every reference. Returns the extras' names, or None after sending the error of an
+    extra check that is not named `module/label`."""
+    from course.grader.exercises import modules, reference_module
+
+    _hook_kit()
+    try:
+        extras = _load_checks(extra)
+    except ValueError as e:
+        _send(channel, {"error": str(e)})
+        return None
+    for module in modules():
+        reference_module(module)
+    return extras
+
+
 def zygote_main(snapshot: str, extra: str = "", role: str = "legacy", wire: str = "") -> None:
     """A trusted worker, answering JSON lines on stdin on its original stdout (its own prints go to stderr). Its
     `role`:
@@ -845,16 +862,10 @@ def zygote_main(snapshot: str, extra: str = "", role: str = "legacy", wire: str 
         return _checker_main(channel, extra, int(wire))
     extras: list[str] = []
     if role == "legacy":
-        from course.grader.exercises import modules, reference_module
-
-        _hook_kit()
-        try:
-            extras = _load_checks(extra)
-        except ValueError as e:
-            _send(channel, {"error": str(e)})
+        loaded = _trusted_imports(channel, extra)
+        if loaded is None:
             return
-        for module in modules():
-            reference_module(module)
+        extras = loaded
         _read_solutions_once()
     else:
         import socket
@@ -941,16 +952,10 @@ def _checker_main(channel, extra: str, wire: int) -> None:
     import socket
 
     from course.grader import bridge, grading
-    from course.grader.exercises import modules, reference_module
 
-    _hook_kit()
-    try:
-        extras = _load_checks(extra)
-    except ValueError as e:
-        _send(channel, {"error": str(e)})
+    extras = _trusted_imports(channel, extra)
+    if extras is None:
         return
-    for module in modules():
-        reference_module(module)
     bridge.warm_up()
     wire_socket = socket.socket(fileno=wire)
     _not_dumpable()
