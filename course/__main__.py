@@ -295,7 +295,7 @@ def cmd_study(args) -> int:
         print(f"unknown study {', '.join(unknown)}; known: {', '.join(studies.STUDIES)} (or all)", file=sys.stderr)
         return 2
     for key in keys:
-        record = studies.run_study(key, args.profile, results, progress=not args.quiet)
+        record = studies.run(key, args.profile, results, progress=not args.quiet)
         print(f"{key}: {len(record['runs'])} runs, {'complete' if record['complete'] else 'incomplete'}; "
               f"{studies.provenance_line(record)}")
         print(studies.table(record))

@@ -176,6 +176,20 @@ class ConditioningDiT(nn.Module):
         return net.unpatchify(net.final_layer(h, cond))
 
 
+class UnconditionalDiT(nn.Module):
+    """Chapter 4's contrast to GenViT: your `DiT` called with the null label always, an unconditional ε-predictor.
+    `denoise` is its forward, so `genvit.hybrid_loss` trains it as it trains GenViT (p_{y|x} = 0)."""
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.net = _dit().DiT(**kwargs)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x, t, torch.full_like(t, self.net.num_classes))  # (B, C_out, H, W)
+
+    denoise = forward
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Chapter 3's conditioning ablation: U-ViT with t and y through adaLN-Zero instead of as tokens (`uvit.AdaLNUViT`)
 # ---------------------------------------------------------------------------------------------------------------

@@ -70,8 +70,17 @@ class Study:
     modules: tuple[str, ...] = ()  # the exercise modules its models are built from (their code is in the hash)
     recipe: dict = field(default_factory=dict)  # overrides of RECIPE
 
+    task = "digits"  # what its runs train on and measure (a class attribute: not part of the declaration)
+
     def budget(self, profile: str) -> Budget:
         return self.budgets[profile]
+
+    def forward(self, model, x, t, y):
+        """The call whose output and gradients fingerprint a variant's model."""
+        return model(x, t, y)
+
+    def measuring_code(self) -> list:
+        return _measuring_code()
 
     def declaration(self, profile: str) -> dict:
         """The study as data (what a record is checked against)."""
@@ -141,8 +150,76 @@ def _build_vit(**kwargs):
                                  num_classes=10), **kwargs})
 
 
+# Chapter 4's small model: 8×8×1, patch 2, width 64, 4 blocks of 4 heads of 16, MLP ratio 2 (17 tokens)
+HYBRID_SHAPE = dict(img_size=8, patch_size=2, in_channels=1, dim=64, depth=4, heads=4, dim_head=16, mlp_ratio=2,
+                    num_classes=10)
+
+
+def _build_hybvit(**kwargs):
+    from course.genvit import HybViT
+
+    return HybViT(**{**HYBRID_SHAPE, **kwargs})
+
+
+def _build_unconditional_dit(**kwargs):
+    from course.lab.conditioning import UnconditionalDiT
+
+    shape = dict(input_size=8, patch_size=2, in_channels=1, hidden_size=64, depth=4, num_heads=4, mlp_ratio=2,
+                 num_classes=10, learn_sigma=False)  # HybViT's width, depth, heads and MLP ratio
+    return UnconditionalDiT(**{**shape, **kwargs})
+
+
 BUILDS = {"dit": _build_dit, "conditioning-dit": _build_conditioning_dit, "uvit": _build_uvit,
-          "diffit": _build_diffit, "unet": _build_unet, "vit": _build_vit}
+          "diffit": _build_diffit, "unet": _build_unet, "vit": _build_vit, "hybvit": _build_hybvit,
+          "unconditional-dit": _build_unconditional_dit}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Chapter 4: one network, two tasks. Its variants differ in the loss as well as in the model, and it measures a
+# classifier (test accuracy, calibration) and an unconditional generator (FD), not class-conditional samples.
+# --------------------------------------------------------------------------------------------------------------
+# The official recipe shrunk (chapter 4): AdamW with weight decay 0.05, the gradient clipped at 1.0 (after the ×100),
+# EMA weights; a higher learning rate with a short warm-up than the official one, for the CPU budget.
+HYBRID_RECIPE = dict(batch_size=64, lr=2e-3, weight_decay=0.05, warmup=30, grad_clip=1.0, ema_decay=0.999)
+LEARNED_FD = 20.0  # an unconditional generator whose FD is this many times the floor has not learned yet
+
+
+@dataclass(frozen=True)
+class HybridVariant(Variant):
+    loss: dict = field(default_factory=dict)  # genvit.make_hybrid_loss_fn's px, pyx and loss_type
+
+
+@dataclass(frozen=True)
+class HybridStudy(Study):
+    """Each variant trains with `genvit.make_hybrid_loss_fn(**variant.loss)` (px = 100, pyx = 1 unless it says
+    otherwise). At every milestone the classifier's test accuracy (when pyx > 0) and the FD of `10 · n_per_class`
+    unconditional samples (when px > 0) are measured; at the end also the classifier's ECE and the share of the
+    rarest class among the samples, by the judge."""
+
+    task = "hybrid"
+
+    def forward(self, model, x, t, y):
+        out = model.denoise(x, t).flatten(1)
+        return torch.cat([out, model.classify(x)], 1) if hasattr(model, "classify") else out
+
+    def show(self, profile: str | None = None) -> str:
+        from course.lab.config import PROFILE
+
+        b = self.budget(profile or PROFILE.name)
+        lines = [f"study {self.key}: {self.claim} ({self.paper})",
+                 "  variants: " + "; ".join(f"{v.name} = {v.build}({_kwargs(v.kwargs)}) trained on "
+                                            f"hybrid_loss({_kwargs({'px': 100, 'pyx': 1, **v.loss})})"
+                                            for v in self.variants),
+                 f"  seeds {list(b.seeds)}, {b.steps} steps each; test accuracy and FD of {10 * b.n_per_class} "
+                 f"unconditional samples ({b.sample_steps} DDIM steps) at {list(b.milestones)}",
+                 "  recipe: " + _kwargs(self.recipe)]
+        return "\n".join(lines)
+
+    def measuring_code(self) -> list:
+        from course.lab import data, metrics, train
+
+        return [train.train, train.ema_update, metrics.fd_to_test, metrics.frechet_distance, metrics.fd_floor,
+                metrics.real_images, metrics.load_judge, data.digits, run_hybrid_one, _measure_hybrid, _run]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -178,6 +255,18 @@ STUDIES = {s.key: s for s in [
           (Variant("U-Net", "unet"), Variant("ViT", "vit"), Variant("DiT", "dit", {"name": "DiT-XS/2"}),
            Variant("U-ViT", "uvit"), Variant("DiffiT", "diffit")),  # chapter 3's U-ViT: depth 2 stalled in 2 of 3 seeds
           "U-Net", _budgets(900), modules=("layers", "unet", "vit", "dit", "uvit", "diffit")),
+    HybridStudy("ch4", "04_genvit", "GenViT/HybViT, Your ViT is Secretly a Hybrid Discriminative-Generative Diffusion "
+                "Model (arXiv 2022), and the course's questions about it",
+                "one ViT can classify and generate at once (HybViT), at a cost to each task that the weight p_x "
+                "trades; GenViT's per-token time modulation and its L1 loss are what the paper chose",
+                (HybridVariant("HybViT", "hybvit"),
+                 HybridVariant("classifier only", "hybvit", loss={"px": 0}),
+                 HybridVariant("GenViT", "hybvit", loss={"pyx": 0}),
+                 HybridVariant("HybViT, p_x = 10", "hybvit", loss={"px": 10}),
+                 HybridVariant("GenViT, L2", "hybvit", loss={"pyx": 0, "loss_type": "l2"}),
+                 HybridVariant("DiT (adaLN-Zero)", "unconditional-dit", loss={"pyx": 0})),
+                "HybViT", _budgets(1000, n_per_class=30), modules=("genvit", "layers", "dit"),
+                recipe=HYBRID_RECIPE),
 ]}
 
 
@@ -210,7 +299,7 @@ def _round(t: torch.Tensor) -> list:
     return [float(f"{v:.6g}") for v in t.detach().double().flatten().tolist()]
 
 
-def fingerprint(variant: Variant) -> list:
+def fingerprint(variant: Variant, forward=Study.forward) -> list:
     """What a variant's model computes, not how its code is written: its initial weights (seeded), its output on fixed
     inputs and the gradients of a fixed loss, to 6 significant digits. A refactor that computes the same leaves it
     unchanged; any change to the architecture, the initialisation or the forward pass changes it."""
@@ -221,7 +310,7 @@ def fingerprint(variant: Variant) -> list:
         model = BUILDS[variant.build](**variant.kwargs).train()
         g = torch.Generator().manual_seed(0)
         x, t, y = torch.randn(2, 1, 8, 8, generator=g), torch.tensor([10, 900]), torch.tensor([1, 3])
-        out = model(x, t, y)
+        out = forward(None, model, x, t, y)
         (out.float() ** 2).mean().backward()
         params = sorted(model.named_parameters())
         return [_round(out),
@@ -240,12 +329,14 @@ def code_hash(study: Study, profile: str) -> str:
 
     h = hashlib.sha256()
     h.update(_code((SOLUTIONS_DIR / "diffusion.py").read_text()).encode())
-    for fn in _measuring_code():
+    if study.task != "digits":  # the losses and measures of its chapter's reference
+        h.update(_code((SOLUTIONS_DIR / f"{study.modules[0]}.py").read_text()).encode())
+    for fn in study.measuring_code():
         h.update(_code(inspect.getsource(fn)).encode())
     for tensor in load_judge(8).net.state_dict().values():
         h.update(tensor.detach().cpu().numpy().tobytes())
     for variant in study.variants:
-        h.update(json.dumps(fingerprint(variant)).encode())
+        h.update(json.dumps(fingerprint(variant, type(study).forward)).encode())
     h.update(json.dumps([RECIPE, study.declaration(profile)], sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -363,6 +454,115 @@ def run_study(key: str, profile: str | None = None, results: Path | None = None,
     return record
 
 
+def run(key: str, profile: str | None = None, results: Path | None = None, progress: bool = True) -> dict:
+    """Run (or resume) any study and write its record: the digits studies with `run_study`, the others with `_run`
+    and their own run of one variant and seed."""
+    if STUDIES[key].task == "digits":
+        return run_study(key, profile, results, progress)
+    return _run(key, run_hybrid_one, profile, results, progress)
+
+
+def _run(key: str, one, profile: str | None = None, results: Path | None = None, progress: bool = True) -> dict:
+    """`run_study`'s loop over variants and seeds, for a study whose runs `one(study, variant, seed, profile,
+    scratch, progress)` makes. (`run_study` keeps its own copy of this loop until the digits records are next
+    measured: a change to its code marks them stale.) A record is started afresh, and the checkpoints of the last
+    one dropped, when the code or the profile changed."""
+    import shutil
+
+    from course.lab.config import PROFILE, device
+    from course.lab.metrics import fd_floor
+
+    study = STUDIES[key]
+    profile = profile or PROFILE.name
+    budget = study.budget(profile)
+    path = record_path(key, results)
+    scratch = path.parent / ".partial" / key
+    digest = code_hash(study, profile)
+    record = load_record(key, results)
+    if not record or record.get("code_hash") != digest or record.get("profile") != profile:
+        shutil.rmtree(scratch, ignore_errors=True)  # checkpoints of runs of other code: not to be resumed
+        record = {"study": key, "task": study.task, "chapter": study.chapter, "paper": study.paper,
+                  "claim": study.claim, "baseline": study.baseline, "declaration": study.declaration(profile),
+                  "profile": profile, "code_hash": digest, "fd_floor": fd_floor(8, n=10 * budget.n_per_class),
+                  "runs": [], "complete": False, "wall_seconds": 0.0}
+    scratch.mkdir(parents=True, exist_ok=True)
+    done = {(r["variant"], r["seed"]) for r in record["runs"]}
+    todo = [(v, s) for s in budget.seeds for v in study.variants if (v.name, s) not in done]
+    for variant, seed in todo:
+        start = time.perf_counter()
+        record["runs"].append(one(study, variant, seed, profile, scratch, progress=progress))
+        record["wall_seconds"] += time.perf_counter() - start
+        record.update(_provenance(device()))
+        _write(path, record)
+        (scratch / f"{_slug(variant.name)}-seed{seed}.pt").unlink(missing_ok=True)
+    record["complete"] = len(record["runs"]) == len(study.variants) * len(budget.seeds)
+    record.update(_provenance(device()))
+    _write(path, record)
+    if todo:
+        import matplotlib.pyplot as plt
+
+        sample_grid(record).savefig(path.with_suffix(".png"), dpi=80)
+        plt.close("all")
+    return record
+
+
+def _measure_hybrid(model, diffusion, budget: Budget, seed: int, final: bool, classifies: bool,
+                    generates: bool) -> dict:
+    """The classifier's test accuracy (and at the end its ECE and mean confidence); the FD of unconditional samples
+    (and at the end the judge's share of the rarest class among them, and ten of them for the sample grid)."""
+    from course.genvit import expected_calibration_error, predict_proba
+    from course.lab.data import digits
+    from course.lab.metrics import fd_to_test, load_judge
+
+    out = {}
+    if classifies:
+        x_test, y_test = digits("test")
+        probs = predict_proba(model, x_test)  # (N, 10)
+        out["acc"] = float((probs.argmax(1) == y_test).float().mean())
+        if final:
+            out["ece"] = float(expected_calibration_error(probs, y_test))
+            out["confidence"] = float(probs.max(1).values.mean())
+    if generates:
+        g = torch.Generator().manual_seed(1000 + seed)
+        samples = diffusion.sample(model, (10 * budget.n_per_class, 1, 8, 8), None, steps=budget.sample_steps,
+                                   generator=g).cpu()
+        out["fd"] = float(fd_to_test(samples, 8))
+        if final:
+            counts = torch.bincount(load_judge(8).predict(samples), minlength=10)
+            out["min_share"] = counts.min().item() / len(samples)
+            out["samples"] = ((samples[:10].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).flatten().tolist()
+    return out
+
+
+def run_hybrid_one(study: Study, variant: Variant, seed: int, profile: str, scratch: Path,
+                   progress: bool = True) -> dict:
+    """Train one of chapter 4's variants with one seed to each milestone in turn (resuming from its checkpoint)."""
+    from course.diffusion import Diffusion
+    from course.genvit import make_hybrid_loss_fn
+    from course.lab.data import digits
+    from course.lab.train import train
+
+    budget = study.budget(profile)
+    x, y = digits("train")
+    diffusion = Diffusion(T=1000, schedule="cosine")  # the official schedule
+    torch.manual_seed(seed)
+    model = BUILDS[variant.build](**variant.kwargs)
+    loss = {"px": 100.0, "pyx": 1.0, **variant.loss}
+    loss_fn = make_hybrid_loss_fn(x, y, diffusion, **loss)
+    checkpoint = scratch / f"{_slug(variant.name)}-seed{seed}.pt"
+    curve, samples = [], None
+    for m in budget.milestones:
+        r = train(model, x, y, steps=m, loss_fn=loss_fn, seed=seed, checkpoint=checkpoint, progress=progress,
+                  desc=f"{study.key}: {variant.name}, seed {seed}", **study.recipe)
+        point = _measure_hybrid(r.ema, diffusion, budget, seed, final=m == budget.milestones[-1],
+                                classifies=bool(loss["pyx"]), generates=bool(loss["px"]))
+        samples = point.pop("samples", samples)
+        curve.append({"steps": m, "seconds": float(r.seconds), **point})
+    return {"variant": variant.name, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
+            "steps_per_second": float(r.steps_per_second), "curve": curve, **curve[-1],
+            "samples": samples, "sample_shape": [10, *x.shape[1:]]}
+
+
 def _provenance(dev) -> dict:
     return {"commit": _commit(), "device": _device_name(dev), "torch": torch.__version__,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
@@ -382,13 +582,16 @@ def sample_grid(record: dict):
 
     first = {}
     for r in record["runs"]:
+        if r.get("samples") is None:  # a classifier draws nothing
+            continue
         if r["variant"] not in first or r["seed"] < first[r["variant"]]["seed"]:
             first[r["variant"]] = r
     fig, axes = plt.subplots(len(first), 1, figsize=(5, 0.75 * len(first) + 0.2), squeeze=False)
     for ax, (name, r) in zip(axes[:, 0], first.items()):
         x = torch.tensor(r["samples"], dtype=torch.float32).view(*r["sample_shape"]) / 127.5 - 1
         ax.imshow(grid_image(x, 10), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"{name} (seed {r['seed']}): unguided, digits 0 to 9", fontsize=8)
+        ax.set_title(f"{name} (seed {r['seed']}): " + ("ten unconditional samples" if record.get("task") == "hybrid"
+                                                         else "unguided, digits 0 to 9"), fontsize=8)
         ax.axis("off")
     fig.tight_layout()
     return fig
@@ -437,7 +640,7 @@ def runs_of(record: dict, variant: str) -> dict[int, dict]:
 def stalled(record: dict, variant: str) -> list[int]:
     """Seeds of `variant` whose final held-out loss is `STALLED` times its seeds' median or more: outliers."""
     runs = runs_of(record, variant)
-    if len(runs) < 3:
+    if len(runs) < 3 or any("loss" not in r for r in runs.values()):  # chapter 4 has no held-out loss
         return []
     median = float(np.median([r["loss"] for r in runs.values()]))
     return [s for s, r in runs.items() if r["loss"] > STALLED * median]
@@ -445,25 +648,50 @@ def stalled(record: dict, variant: str) -> list[int]:
 
 MEASURES = {"acc_w1": ("unguided class accuracy", +1, "{:.1%}"), "fd_w1": ("FD of unguided samples", -1, "{:.2f}"),
             "loss": ("held-out loss", -1, "{:.4f}"), "acc_w2": ("guided class accuracy", +1, "{:.1%}")}
+HYBRID_MEASURES = {"acc": ("test accuracy", +1, "{:.1%}"), "ece": ("ECE", -1, "{:.3f}"),
+                   "fd": ("FD of unconditional samples", -1, "{:.2f}"),
+                   "min_share": ("share of the rarest class in the samples", +1, "{:.1%}")}
 
 
-def _difference(measure: str, d: float) -> str:
-    """A seed's difference, signed so that + means better: accuracies in percentage points."""
-    if measure.startswith("acc"):
+def measures(record: dict) -> dict:
+    """What a record's runs measured: name -> (label, +1 when higher is better, format)."""
+    return HYBRID_MEASURES if record.get("task") == "hybrid" else MEASURES
+
+
+def _not_learned(record: dict, name: str, runs: dict) -> str | None:
+    """Why `name` has not learned yet, or None: guided accuracy below 30 % (a classifier's test accuracy for
+    chapter 4), or for chapter 4's generators an FD `LEARNED_FD` times the floor or more."""
+    if record.get("task") != "hybrid":
+        acc = np.mean([r["acc_w2"] for r in runs.values()])
+        return f"{name} has not learned yet (guided accuracy {acc:.0%})" if acc < LEARNED_ACC else None
+    accs = [r["acc"] for r in runs.values() if r.get("acc") is not None]
+    if accs and np.mean(accs) < LEARNED_ACC:
+        return f"{name} has not learned yet (test accuracy {np.mean(accs):.0%})"
+    fds = [r["fd"] for r in runs.values() if r.get("fd") is not None]
+    if fds and np.mean(fds) >= LEARNED_FD * record["fd_floor"]:
+        fd = np.mean(fds)
+        return f"{name} has not learned yet (FD {fd:.2f}, {fd / record['fd_floor']:.0f} times the floor)"
+    return None
+
+
+def _difference(fmt: str, d: float) -> str:
+    """A seed's difference, signed so that + means better: shares in percentage points."""
+    if "%" in fmt:
         return f"{100 * d:+.1f}".replace("-", "−")
-    return ("+" if d >= 0 else "−") + MEASURES[measure][2].format(abs(d))
+    return ("+" if d >= 0 else "−") + fmt.format(abs(d))
 
 
 def table(record: dict) -> str:
     """A markdown table of the record: per variant, the mean and range over seeds of every measure."""
-    head = "| variant | seeds | " + " | ".join(MEASURES[m][0] for m in MEASURES) + " |"
-    lines = [head, "|" + "---|" * (2 + len(MEASURES))]
+    kinds = measures(record)
+    head = "| variant | seeds | " + " | ".join(kinds[m][0] for m in kinds) + " |"
+    lines = [head, "|" + "---|" * (2 + len(kinds))]
     for name in dict.fromkeys(r["variant"] for r in record["runs"]):
         runs = runs_of(record, name)
         cells = []
-        for m, (_, _, fmt) in MEASURES.items():
-            v = [r[m] for r in runs.values()]
-            cells.append(f"{fmt.format(np.mean(v))} [{fmt.format(min(v))}–{fmt.format(max(v))}]")
+        for m, (_, _, fmt) in kinds.items():
+            v = [r[m] for r in runs.values() if r.get(m) is not None]
+            cells.append(f"{fmt.format(np.mean(v))} [{fmt.format(min(v))}–{fmt.format(max(v))}]" if v else "—")
         flag = f" (outlier: seed {', '.join(map(str, stalled(record, name)))})" if stalled(record, name) else ""
         lines.append(f"| {name}{flag} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -473,14 +701,16 @@ def verdict(record: dict, a: str, b: str, measure: str = "acc_w1") -> str:
     """One sentence on whether `a` beats `b` on `measure`, seed by seed: "ahead in every seed", "behind in every
     seed", or "the seeds do not separate them"; stalled runs are named and left out; no ranking when either has not
     learned (guided accuracy below 30 %); none from fewer than two paired seeds."""
-    label, sign, fmt = MEASURES[measure]
+    label, sign, fmt = measures(record)[measure]
     ra, rb = runs_of(record, a), runs_of(record, b)
     for name, runs in ((a, ra), (b, rb)):
         if not runs:
             return f"{name}: not in the record."
-        if np.mean([r["acc_w2"] for r in runs.values()]) < LEARNED_ACC:
-            return (f"{name} has not learned yet (guided accuracy "
-                    f"{np.mean([r['acc_w2'] for r in runs.values()]):.0%}): no ranking of {a} and {b}.")
+        if any(r.get(measure) is None for r in runs.values()):
+            return f"{name}: its {label} is not measured (it does not have one)."
+        why = _not_learned(record, name, runs)
+        if why:
+            return f"{why}: no ranking of {a} and {b}."
     out = set(stalled(record, a)) | set(stalled(record, b))
     seeds = sorted((set(ra) & set(rb)) - out)
     note = (f" Left out as an outlier (a held-out loss {STALLED:g} times its design's median or more): seed "
@@ -488,7 +718,7 @@ def verdict(record: dict, a: str, b: str, measure: str = "acc_w1") -> str:
     if len(seeds) < 2:
         return f"Fewer than two seeds to pair for {a} and {b}: no finding.{note}"
     diffs = [sign * (ra[s][measure] - rb[s][measure]) for s in seeds]  # > 0: a is better
-    shown = ", ".join(_difference(measure, d) for d in diffs) + (" points" if measure.startswith("acc") else "")
+    shown = ", ".join(_difference(fmt, d) for d in diffs) + (" points" if "%" in fmt else "")
     mean_a = fmt.format(np.mean([ra[s][measure] for s in seeds]))
     mean_b = fmt.format(np.mean([rb[s][measure] for s in seeds]))
     if all(d > 0 for d in diffs):
@@ -530,6 +760,28 @@ def plot_record(record: dict, yours: dict | None = None):
     return fig
 
 
+def plot_hybrid_record(record: dict):
+    """Chapter 4's curves: the FD of every generator and the test accuracy of every classifier along training, one
+    line per seed, one colour per variant."""
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["variant"] for r in record["runs"]))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for i, name in enumerate(names):
+        for k, (_, r) in enumerate(sorted(runs_of(record, name).items())):
+            for ax, m in ((a1, "fd"), (a2, "acc")):
+                if r.get(m) is not None:
+                    ax.plot([p["steps"] for p in r["curve"]], [p[m] for p in r["curve"]], "o-", color=f"C{i}",
+                            alpha=0.8, ms=3, label=name if k == 0 else None)
+    a1.axhline(record["fd_floor"], ls=":", c="gray", label="real digits (the floor)")
+    a1.set(xlabel="training steps", ylabel="FD (lower is better)", yscale="log", title="the generators")
+    a2.set(xlabel="training steps", ylabel="test accuracy", title="the classifiers")
+    for ax in (a1, a2):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def show_record(key: str, yours: dict | None = None, results: Path | None = None) -> dict | None:
     """Show a chapter's study of record: its declaration, provenance, figures, table and sample grid. Returns the
     record (None, with a message saying how to make it, when there is none)."""
@@ -549,7 +801,10 @@ def show_record(key: str, yours: dict | None = None, results: Path | None = None
         now = f"whether it is current could not be checked here ({type(e).__name__}: {e})"
     display(Markdown(f"*Study of record, {provenance_line(record)}.*"
                      + ("" if now.startswith("current") else f" **Note: {now}.**")))
-    plot_record(record, yours)
+    if record.get("task") == "hybrid":
+        plot_hybrid_record(record)
+    else:
+        plot_record(record, yours)
     plt.show()
     display(Markdown(table(record)))
     sample_grid(record)
