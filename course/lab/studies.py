@@ -82,6 +82,16 @@ class Study:
     def measuring_code(self) -> list:
         return _measuring_code()
 
+    def weights(self) -> list:
+        """Trained helpers besides the digit judge whose weights decide the numbers (their tensors are hashed)."""
+        return []
+
+    def floor(self, budget: Budget) -> float:
+        """The FD of as many real images as a run's samples: the best a model can score."""
+        from course.lab.metrics import fd_floor
+
+        return fd_floor(8, n=10 * budget.n_per_class)
+
     def declaration(self, profile: str) -> dict:
         """The study as data (what a record is checked against)."""
         return {"key": self.key, "claim": self.claim, "baseline": self.baseline,
@@ -223,6 +233,65 @@ class HybridStudy(Study):
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Chapter 6: DiTs on the 32×32 shapes, as pixels or as the latents of the course's autoencoders, class-conditional,
+# with DiT's linear schedule. Its variants differ in the data as well as in the model.
+# --------------------------------------------------------------------------------------------------------------
+LATENT_SIZE = 32  # the shapes' side, in every profile, so that records compare
+
+
+def _build_shapes_dit(space: str = "latents", patch_size: int = 2, **kwargs):
+    from course.dit import DiT
+
+    data = {"pixels": dict(input_size=LATENT_SIZE, in_channels=3),
+            "latents": dict(input_size=LATENT_SIZE // 4, in_channels=4)}[space]  # f = 4, 4 channels
+    shape = dict(hidden_size=96, depth=4, num_heads=4, num_classes=10, learn_sigma=False, class_dropout_prob=0.1)
+    return DiT(patch_size=patch_size, **data, **{**shape, **kwargs})
+
+
+BUILDS["shapes-dit"] = _build_shapes_dit
+
+
+@dataclass(frozen=True)
+class LatentVariant(Variant):
+    data: dict = field(default_factory=dict)  # {"kl_weight": the autoencoder's, "scaled": bool}; none: pixels
+
+
+@dataclass(frozen=True)
+class LatentStudy(Study):
+    """Each variant trains on the shapes' pixels, or on their latents (the means of the course's autoencoder of
+    `data["kl_weight"]`, times the scale s unless `data["scaled"]` is False), with the chapters' recipe. At every
+    milestone the judge's class accuracy and the FD of unguided samples (decoded, for latents) are measured; at the
+    end also of guided ones (w = 2)."""
+
+    task = "latent"
+
+    def forward(self, model, x, t, y):
+        side = LATENT_SIZE if model.in_channels == 3 else LATENT_SIZE // 4  # pixels, or latents (f = 4)
+        x = torch.randn(2, model.in_channels, side, side, generator=torch.Generator().manual_seed(0))
+        return model(x, t, y)
+
+    def measuring_code(self) -> list:
+        from course.lab import autoencoder, metrics, train
+
+        return [train.train, train.diffusion_loss_fn, train.ema_update, metrics.evaluate, metrics.fd_to_test,
+                metrics.frechet_distance, metrics.fd_floor, metrics.real_images, autoencoder.encode_all,
+                run_latent_one, _run]
+
+    def weights(self) -> list:
+        from course.lab.autoencoder import load_autoencoder
+        from course.lab.metrics import load_judge
+
+        kls = sorted({v.data["kl_weight"] for v in self.variants if v.data.get("kl_weight") is not None})
+        return [load_judge(LATENT_SIZE, dataset="shapes").net,
+                *(load_autoencoder(size=LATENT_SIZE, kl_weight=w, verbose=False)[0] for w in kls)]
+
+    def floor(self, budget: Budget) -> float:
+        from course.lab.metrics import fd_floor
+
+        return fd_floor(LATENT_SIZE, dataset="shapes", n=10 * budget.n_per_class)
+
+
+# --------------------------------------------------------------------------------------------------------------
 # The studies
 # --------------------------------------------------------------------------------------------------------------
 def _budgets(cpu_steps: int, seeds=(0, 1, 2), n_per_class: int = 20) -> dict:
@@ -267,6 +336,18 @@ STUDIES = {s.key: s for s in [
                  HybridVariant("DiT (adaLN-Zero)", "unconditional-dit", loss={"pyx": 0})),
                 "HybViT", _budgets(1000, n_per_class=30), modules=("genvit", "layers", "dit"),
                 recipe=HYBRID_RECIPE),
+    LatentStudy("ch6", "06_latent", "Latent diffusion, High-Resolution Image Synthesis with Latent Diffusion Models "
+                "(CVPR 2022), §3, §4.1 and the scale factor of §4.3.2",
+                "a DiT learns the shapes' latents faster than their pixels, and the latents need their scale",
+                (LatentVariant("latents, patch 2", "shapes-dit", {"space": "latents", "patch_size": 2},
+                               data={"kl_weight": 1e-4}),
+                 LatentVariant("pixels, patch 8", "shapes-dit", {"space": "pixels", "patch_size": 8}),
+                 LatentVariant("pixels, patch 4", "shapes-dit", {"space": "pixels", "patch_size": 4}),
+                 LatentVariant("far latents, scaled", "shapes-dit", {"space": "latents", "patch_size": 2},
+                               data={"kl_weight": 1e-2}),
+                 LatentVariant("far latents, unscaled", "shapes-dit", {"space": "latents", "patch_size": 2},
+                               data={"kl_weight": 1e-2, "scaled": False})),
+                "latents, patch 2", _budgets(1000), modules=("latent", "layers", "dit")),
 ]}
 
 
@@ -333,8 +414,9 @@ def code_hash(study: Study, profile: str) -> str:
         h.update(_code((SOLUTIONS_DIR / f"{study.modules[0]}.py").read_text()).encode())
     for fn in study.measuring_code():
         h.update(_code(inspect.getsource(fn)).encode())
-    for tensor in load_judge(8).net.state_dict().values():
-        h.update(tensor.detach().cpu().numpy().tobytes())
+    for net in [load_judge(8).net, *study.weights()]:
+        for tensor in net.state_dict().values():
+            h.update(tensor.detach().cpu().numpy().tobytes())
     for variant in study.variants:
         h.update(json.dumps(fingerprint(variant, type(study).forward)).encode())
     h.update(json.dumps([RECIPE, study.declaration(profile)], sort_keys=True).encode())
@@ -457,9 +539,10 @@ def run_study(key: str, profile: str | None = None, results: Path | None = None,
 def run(key: str, profile: str | None = None, results: Path | None = None, progress: bool = True) -> dict:
     """Run (or resume) any study and write its record: the digits studies with `run_study`, the others with `_run`
     and their own run of one variant and seed."""
-    if STUDIES[key].task == "digits":
+    task = STUDIES[key].task
+    if task == "digits":
         return run_study(key, profile, results, progress)
-    return _run(key, run_hybrid_one, profile, results, progress)
+    return _run(key, {"hybrid": run_hybrid_one, "latent": run_latent_one}[task], profile, results, progress)
 
 
 def _run(key: str, one, profile: str | None = None, results: Path | None = None, progress: bool = True) -> dict:
@@ -470,7 +553,6 @@ def _run(key: str, one, profile: str | None = None, results: Path | None = None,
     import shutil
 
     from course.lab.config import PROFILE, device
-    from course.lab.metrics import fd_floor
 
     study = STUDIES[key]
     profile = profile or PROFILE.name
@@ -483,7 +565,7 @@ def _run(key: str, one, profile: str | None = None, results: Path | None = None,
         shutil.rmtree(scratch, ignore_errors=True)  # checkpoints of runs of other code: not to be resumed
         record = {"study": key, "task": study.task, "chapter": study.chapter, "paper": study.paper,
                   "claim": study.claim, "baseline": study.baseline, "declaration": study.declaration(profile),
-                  "profile": profile, "code_hash": digest, "fd_floor": fd_floor(8, n=10 * budget.n_per_class),
+                  "profile": profile, "code_hash": digest, "fd_floor": study.floor(budget),
                   "runs": [], "complete": False, "wall_seconds": 0.0}
     scratch.mkdir(parents=True, exist_ok=True)
     done = {(r["variant"], r["seed"]) for r in record["runs"]}
@@ -561,6 +643,52 @@ def run_hybrid_one(study: Study, variant: Variant, seed: int, profile: str, scra
     return {"variant": variant.name, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
             "steps_per_second": float(r.steps_per_second), "curve": curve, **curve[-1],
             "samples": samples, "sample_shape": [10, *x.shape[1:]]}
+
+
+def run_latent_one(study: Study, variant: Variant, seed: int, profile: str, scratch: Path,
+                   progress: bool = True) -> dict:
+    """Train one of chapter 6's variants with one seed to each milestone in turn (resuming from its checkpoint)."""
+    from course.diffusion import Diffusion
+    from course.latent import latent_scale
+    from course.lab.autoencoder import encode_all, load_autoencoder
+    from course.lab.experiments import RECIPE
+    from course.lab.metrics import evaluate, real_images
+    from course.lab.train import train
+
+    budget = study.budget(profile)
+    x, y = real_images("shapes", "train", LATENT_SIZE)  # (N, 3, 32, 32)
+    data, decode = x, None
+    if variant.data.get("kl_weight") is not None:
+        ae, _ = load_autoencoder(size=LATENT_SIZE, kl_weight=variant.data["kl_weight"], verbose=False)
+        with torch.no_grad():
+            z = encode_all(ae, x)  # (N, 4, 8, 8): the means
+        s = latent_scale(z) if variant.data.get("scaled", True) else 1.0
+        data = z * s
+
+        def decode(latents):
+            return ae.decode((latents / s).cpu())
+
+    diffusion = Diffusion(T=1000, schedule="linear")  # DiT's (chapter 6 says why not the cosine one for latents)
+    torch.manual_seed(seed)
+    model = BUILDS[variant.build](**variant.kwargs)
+    checkpoint = scratch / f"{_slug(variant.name)}-seed{seed}.pt"
+    curve, samples = [], None
+    for m in budget.milestones:
+        r = train(model, data, y, diffusion=diffusion, steps=m, seed=seed, checkpoint=checkpoint, progress=progress,
+                  desc=f"{study.key}: {variant.name}, seed {seed}", **{**RECIPE, "p_uncond": 0.0, **study.recipe})
+        point = {}
+        for w, key in ((1.0, "w1"), (2.0, "w2")) if m == budget.milestones[-1] else ((1.0, "w1"),):
+            e = evaluate(r.ema, diffusion, size=LATENT_SIZE, dataset="shapes", n_per_class=budget.n_per_class,
+                         steps=budget.sample_steps, shape=data.shape[1:], decode=decode, clip=decode is None, w=w,
+                         seed=1000 + seed)
+            point[f"acc_{key}"], point[f"fd_{key}"] = float(e.acc), float(e.fd)
+            if key == "w1":  # one sample of each class, as 8-bit pixels: the record's small sample grid
+                per = len(e.samples) // 10
+                samples = ((e.samples[::per][:10].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).flatten().tolist()
+        curve.append({"steps": m, "seconds": float(r.seconds), **point})
+    return {"variant": variant.name, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
+            "steps_per_second": float(r.steps_per_second), "curve": curve, **curve[-1],
+            "samples": samples, "sample_shape": [10, 3, LATENT_SIZE, LATENT_SIZE]}
 
 
 def _provenance(dev) -> dict:
@@ -653,9 +781,13 @@ HYBRID_MEASURES = {"acc": ("test accuracy", +1, "{:.1%}"), "ece": ("ECE", -1, "{
                    "min_share": ("share of the rarest class in the samples", +1, "{:.1%}")}
 
 
+LATENT_MEASURES = {"acc_w1": MEASURES["acc_w1"], "fd_w1": MEASURES["fd_w1"], "acc_w2": MEASURES["acc_w2"],
+                   "fd_w2": ("FD of guided samples", -1, "{:.2f}")}
+
+
 def measures(record: dict) -> dict:
     """What a record's runs measured: name -> (label, +1 when higher is better, format)."""
-    return HYBRID_MEASURES if record.get("task") == "hybrid" else MEASURES
+    return {"hybrid": HYBRID_MEASURES, "latent": LATENT_MEASURES}.get(record.get("task"), MEASURES)
 
 
 def _not_learned(record: dict, name: str, runs: dict) -> str | None:
