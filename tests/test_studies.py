@@ -1,5 +1,6 @@
 """Studies of record: the runner writes a record with its provenance, resumes after an interruption, knows when a
 record is stale, and words verdicts only from what the record holds."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -140,3 +141,41 @@ def test_the_fingerprint_does_not_depend_on_the_thread_count():
         assert studies.fingerprint(variant) == two
     finally:
         torch.set_num_threads(threads)
+
+
+def _hybrid_run(variant, seed, acc=None, fd=None, ece=None):
+    return {"variant": variant, "seed": seed, "acc": acc, "fd": fd, "ece": ece, "min_share": 0.05 if fd else None,
+            "curve": []}
+
+
+def test_chapter4_verdicts_read_its_own_measures_and_its_own_learned_line():
+    runs = ([_hybrid_run("HybViT", s, acc=0.95 + s / 100, fd=8.0 + s, ece=0.1) for s in range(3)]
+            + [_hybrid_run("classifier only", s, acc=0.98, ece=0.05) for s in range(3)]
+            + [_hybrid_run("GenViT", s, fd=9.5 + s) for s in range(3)]
+            + [_hybrid_run("stuck", s, fd=30.0) for s in range(3)])
+    rec = {"study": "chX", "task": "hybrid", "fd_floor": 0.7, "runs": runs}
+    assert studies.verdict(rec, "HybViT", "classifier only", "acc").startswith("HybViT is behind classifier only")
+    assert studies.verdict(rec, "HybViT", "GenViT", "fd").startswith("HybViT is ahead of GenViT in every one of 3")
+    assert "not measured" in studies.verdict(rec, "GenViT", "HybViT", "acc")  # a generator has no test accuracy
+    v = studies.verdict(rec, "stuck", "GenViT", "fd")  # FD 30 is over 20 times the floor of 0.7
+    assert "has not learned yet" in v and "ahead" not in v and "behind" not in v
+    table = studies.table(rec)
+    assert "test accuracy" in table and "—" in table.splitlines()[4]  # GenViT's row: no accuracy
+
+
+def test_chapter4_and_chapter6_studies_run_with_their_own_runners(tmp_path, monkeypatch):
+    budget = studies.Budget(2, (1, 2), (0, 1), n_per_class=1, sample_steps=2, loss_repeats=1)
+    for key, keep in (("ch4", ("HybViT", "classifier only", "DiT (adaLN-Zero)")),
+                      ("ch6", ("latents, patch 2", "pixels, patch 8", "far latents, unscaled"))):
+        full = studies.STUDIES[key]
+        small = dataclasses.replace(full, key="chT", budgets={"ci": budget},
+                                            variants=tuple(v for v in full.variants if v.name in keep))
+        monkeypatch.setitem(studies.STUDIES, "chT", small)
+        record = studies.run("chT", "ci", tmp_path / key, progress=False)
+        assert record["complete"] and len(record["runs"]) == 6 and record["task"] == full.task
+        assert record["fd_floor"] > 0 and (tmp_path / key / "chT.png").exists()
+        assert set(studies.measures(record)) <= set(record["runs"][0]) | {"ece", "acc"}
+        json.loads((tmp_path / key / "chT.json").read_text())  # valid JSON, no NaN
+        assert dict(studies.status(tmp_path / key))["chT"].startswith("current")
+    classifier = [r for r in studies.load_record("chT", tmp_path / "ch4")["runs"] if r["variant"] == "classifier only"]
+    assert "fd" not in classifier[0] and classifier[0]["samples"] is None  # a classifier draws nothing

@@ -265,6 +265,21 @@ class LatentStudy(Study):
 
     task = "latent"
 
+    def show(self, profile: str | None = None) -> str:
+        from course.lab.config import PROFILE
+        from course.lab.experiments import RECIPE
+
+        b = self.budget(profile or PROFILE.name)
+        lines = [f"study {self.key}: {self.claim} ({self.paper})",
+                 "  variants: " + "; ".join(f"{v.name} = {v.build}({_kwargs(v.kwargs)}) on "
+                                            + (f"latents({_kwargs(v.data)})" if v.data else "pixels")
+                                            for v in self.variants),
+                 f"  seeds {list(b.seeds)}, {b.steps} steps each; class accuracy and FD of {10 * b.n_per_class} "
+                 f"unguided samples ({b.sample_steps} DDIM steps) at {list(b.milestones)}, and of guided (w = 2) "
+                 "ones at the end",
+                 "  recipe: " + _kwargs({**RECIPE, "p_uncond": 0.0, **self.recipe}) + "; DiT's linear schedule"]
+        return "\n".join(lines)
+
     def forward(self, model, x, t, y):
         side = LATENT_SIZE if model.in_channels == 3 else LATENT_SIZE // 4  # pixels, or latents (f = 4)
         x = torch.randn(2, model.in_channels, side, side, generator=torch.Generator().manual_seed(0))
@@ -718,8 +733,9 @@ def sample_grid(record: dict):
     for ax, (name, r) in zip(axes[:, 0], first.items()):
         x = torch.tensor(r["samples"], dtype=torch.float32).view(*r["sample_shape"]) / 127.5 - 1
         ax.imshow(grid_image(x, 10), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"{name} (seed {r['seed']}): " + ("ten unconditional samples" if record.get("task") == "hybrid"
-                                                         else "unguided, digits 0 to 9"), fontsize=8)
+        what = {"hybrid": "ten unconditional samples", "latent": "unguided, one per class"}
+        ax.set_title(f"{name} (seed {r['seed']}): {what.get(record.get('task'), 'unguided, digits 0 to 9')}",
+                     fontsize=8)
         ax.axis("off")
     fig.tight_layout()
     return fig
