@@ -287,7 +287,7 @@ def cmd_study(args) -> int:
     if args.status or not args.keys:
         rows = studies.status(results)
         for key, state in rows:
-            print(f"{key:5s} {studies.STUDIES[key].chapter:12s} {state}")
+            print(f"{key:11s} {studies.STUDIES[key].chapter:10s} {state}")
         return 0 if all(state.startswith("current") for _, state in rows) else 1
     keys = list(studies.STUDIES) if args.keys == ["all"] else args.keys
     unknown = [k for k in keys if k not in studies.STUDIES]

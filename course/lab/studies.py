@@ -140,6 +140,12 @@ def _build_uvit(**kwargs):
     return create_uvit(**kwargs)
 
 
+def _build_adaln_uvit(**kwargs):
+    from course.uvit import COURSE_DEFAULTS, AdaLNUViT
+
+    return AdaLNUViT(**{**COURSE_DEFAULTS, **kwargs})
+
+
 def _build_diffit(name="DiffiT-T", **kwargs):
     from course.diffit import create_diffit
 
@@ -180,8 +186,8 @@ def _build_unconditional_dit(**kwargs):
 
 
 BUILDS = {"dit": _build_dit, "conditioning-dit": _build_conditioning_dit, "uvit": _build_uvit,
-          "diffit": _build_diffit, "unet": _build_unet, "vit": _build_vit, "hybvit": _build_hybvit,
-          "unconditional-dit": _build_unconditional_dit}
+          "adaln-uvit": _build_adaln_uvit, "diffit": _build_diffit, "unet": _build_unet, "vit": _build_vit,
+          "hybvit": _build_hybvit, "unconditional-dit": _build_unconditional_dit}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -322,11 +328,21 @@ STUDIES = {s.key: s for s in [
           tuple(Variant(c, "conditioning-dit", {"conditioning": c})
                 for c in ("adaLN-Zero", "adaLN", "cross-attention", "in-context")),
           "adaLN-Zero", _budgets(1150), modules=("layers", "vit", "dit")),
+    Study("ch2-scaling", "02_dit", "DiT, Scalable Diffusion Models with Transformers (ICCV 2023), §5 and Figures 6 "
+          "and 9", "more Gflops, from depth and width or from smaller patches, give a lower loss (and FID) at the "
+          "same number of steps", tuple(Variant(n, "dit", {"name": n})
+                                        for n in ("DiT-XXS/2", "DiT-XS/4", "DiT-XS/2", "DiT-Ti/2")),
+          "DiT-Ti/2", _budgets(1150), modules=("layers", "vit", "dit")),
     Study("ch3", "03_uvit", "U-ViT, All are Worth Words (CVPR 2023), §3 and Figure 2(a)",
           "long skip connections matter: the U-ViT without them learns worse, and concatenation beats addition",
           (Variant("U-ViT", "uvit"), Variant("skips by addition", "uvit", {"skip": "add"}),
            Variant("no long skips", "uvit", {"skip": False})),
           "U-ViT", _budgets(2000), modules=("layers", "dit", "uvit")),
+    Study("ch3-design", "03_uvit", "U-ViT, All are Worth Words (CVPR 2023), §3.1 and Figure 2(b) and (c)",
+          "the 3×3 convolution after the linear decoder helps, and the conditions are best given as tokens",
+          (Variant("U-ViT", "uvit"), Variant("no 3×3 conv", "uvit", {"conv": False}),
+           Variant("t, y through adaLN-Zero", "adaln-uvit")),
+          "U-ViT", _budgets(1500), modules=("layers", "dit", "uvit")),
     Study("ch5", "05_diffit", "DiffiT, Diffusion Vision Transformers for Image Generation (ECCV 2024), Table 6",
           "time-dependent self-attention (TMSA) beats the other ways of giving the blocks t (Table 6)",
           (Variant("TMSA", "diffit", {"time_entry": "tmsa"}),
