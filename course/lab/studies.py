@@ -880,7 +880,7 @@ def verdict(record: dict, a: str, b: str, measure: str = "acc_w1") -> str:
             return f"{name}: its {label} is not measured (it does not have one)."
         why = _not_learned(record, name, runs)
         if why:
-            return f"{why}: no ranking of {a} and {b}."
+            return f"{why[0].upper()}{why[1:]}: no ranking of {a} and {b}."
     out = set(stalled(record, a)) | set(stalled(record, b))
     seeds = sorted((set(ra) & set(rb)) - out)
     note = (f" Left out as an outlier (a held-out loss {STALLED:g} times its design's median or more): seed "
@@ -897,6 +897,7 @@ def verdict(record: dict, a: str, b: str, measure: str = "acc_w1") -> str:
         head = f"{a} is behind {b} in every one of {len(seeds)} seeds"
     else:
         head = f"The seeds do not separate {a} and {b}"
+    head = head[0].upper() + head[1:]  # a sentence, whatever the variant's name
     return f"{head} on {label} ({mean_a} against {mean_b}; {a}'s lead, seed by seed: {shown}).{note}"
 
 
