@@ -906,15 +906,17 @@ def verdict(record: dict, a: str, b: str, measure: str = "acc_w1") -> str:
 # In a chapter: the record's figures, table, provenance and verdicts, with the reader's own run beside them
 # --------------------------------------------------------------------------------------------------------------
 def plot_record(record: dict, yours: dict | None = None):
-    """Held-out loss along training (every seed, one colour per variant) and the final unguided accuracy per seed;
-    `yours` ({"name", "acc_w1", "steps"}) adds the reader's own run to the accuracy panel."""
+    """Held-out loss along training (every seed, one colour per variant; chapter 6, whose variants diffuse in
+    different spaces: the FD of unguided samples) and the final unguided accuracy per seed; `yours` ({"name",
+    "acc_w1", "steps"}) adds the reader's own run to the accuracy panel."""
     import matplotlib.pyplot as plt
 
+    key, label = ("fd_w1", "FD of unguided samples") if record.get("task") == "latent" else ("loss", "held-out loss")
     names = list(dict.fromkeys(r["variant"] for r in record["runs"]))
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1.3, 1]})
     for i, name in enumerate(names):
         for k, (_, r) in enumerate(sorted(runs_of(record, name).items())):
-            a1.plot([p["steps"] for p in r["curve"]], [p["loss"] for p in r["curve"]], "o-", color=f"C{i}",
+            a1.plot([p["steps"] for p in r["curve"]], [p[key] for p in r["curve"]], "o-", color=f"C{i}",
                     alpha=0.8, ms=3, label=name if k == 0 else None)
             a2.scatter(i, r["acc_w1"], color=f"C{i}", s=30, zorder=3)
         a2.bar(i, np.mean([r["acc_w1"] for r in runs_of(record, name).values()]), color=f"C{i}", alpha=0.35)
@@ -923,7 +925,9 @@ def plot_record(record: dict, yours: dict | None = None):
         a2.scatter(k, yours["acc_w1"], marker="*", s=160, color="k", zorder=4,
                    label=f"your run ({yours['steps']} steps)")
         a2.legend(fontsize=8, loc="lower right")
-    a1.set(xlabel="training steps", ylabel="held-out loss", yscale="log", title="every seed of every variant")
+    if "fd_floor" in record and key.startswith("fd"):
+        a1.axhline(record["fd_floor"], ls=":", c="gray", label="real images (the floor)")
+    a1.set(xlabel="training steps", ylabel=label, yscale="log", title="every seed of every variant")
     a1.legend(fontsize=8)
     a2.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
     a2.set(ylabel="unguided class accuracy", ylim=(0, 1.02), title="at the end: one dot per seed")
