@@ -294,9 +294,9 @@ class LatentStudy(Study):
     def measuring_code(self) -> list:
         from course.lab import autoencoder, metrics, train
 
-        return [train.train, train.diffusion_loss_fn, train.ema_update, metrics.evaluate, metrics.fd_to_test,
-                metrics.frechet_distance, metrics.fd_floor, metrics.real_images, autoencoder.encode_all,
-                run_latent_one, _run]
+        return [train.train, train.diffusion_loss_fn, train.min_snr_weights, train.ema_update, metrics.evaluate,
+                metrics.fd_to_test, metrics.frechet_distance, metrics.fd_floor, metrics.real_images,
+                autoencoder.encode_all, run_latent_one, _run]
 
     def weights(self) -> list:
         from course.lab.autoencoder import load_autoencoder
