@@ -8,6 +8,10 @@ chapters' headline recipe (`course.lab.experiments.RECIPE`), so the models compa
     python -m course study ch3            # run (or resume) the study, write results/ch3.json and results/ch3.png
     python -m course study --status       # every study: recorded, missing, or stale; exit 1 unless all current
 
+Chapters 4 and 6 declare studies of their own kind, whose variants differ in the loss or the data as well as the
+model and whose measures differ: `HybridStudy` (a classifier and an unconditional generator in one ViT) and
+`LatentStudy` (DiTs on the shapes' pixels or latents). `run` runs any study.
+
 A record carries its provenance (commit, a hash of the code the study ran, profile, device, torch version, date,
 wall time), every run's curve and its seed. It is written after every finished run, and each run checkpoints as it
 trains, so an interrupted study resumes where it stopped. `verdict(record, a, b)` words a comparison from a record:
