@@ -79,7 +79,8 @@ class Study:
     def budget(self, profile: str) -> Budget:
         return self.budgets[profile]
 
-    def forward(self, model, x, t, y):
+    @staticmethod
+    def forward(model, x, t, y):
         """The call whose output and gradients fingerprint a variant's model."""
         return model(x, t, y)
 
@@ -218,7 +219,8 @@ class HybridStudy(Study):
 
     task = "hybrid"
 
-    def forward(self, model, x, t, y):
+    @staticmethod
+    def forward(model, x, t, y):
         out = model.denoise(x, t).flatten(1)
         return torch.cat([out, model.classify(x)], 1) if hasattr(model, "classify") else out
 
@@ -290,7 +292,8 @@ class LatentStudy(Study):
                  "  recipe: " + _kwargs({**RECIPE, "p_uncond": 0.0, **self.recipe}) + "; DiT's linear schedule"]
         return "\n".join(lines)
 
-    def forward(self, model, x, t, y):
+    @staticmethod
+    def forward(model, x, t, y):
         side = LATENT_SIZE if model.in_channels == 3 else LATENT_SIZE // 4  # pixels, or latents (f = 4)
         x = torch.randn(2, model.in_channels, side, side, generator=torch.Generator().manual_seed(0))
         return model(x, t, y)
@@ -432,7 +435,7 @@ def fingerprint(variant: Variant, forward=Study.forward) -> list:
         model = BUILDS[variant.build](**variant.kwargs).train()
         g = torch.Generator().manual_seed(0)
         x, t, y = torch.randn(2, 1, 8, 8, generator=g), torch.tensor([10, 900]), torch.tensor([1, 3])
-        out = forward(None, model, x, t, y)
+        out = forward(model, x, t, y)
         (out.float() ** 2).mean().backward()
         params = sorted(model.named_parameters())
         return [_round(out),
@@ -459,7 +462,7 @@ def code_hash(study: Study, profile: str) -> str:
         for tensor in net.state_dict().values():
             h.update(tensor.detach().cpu().numpy().tobytes())
     for variant in study.variants:
-        h.update(json.dumps(fingerprint(variant, type(study).forward)).encode())
+        h.update(json.dumps(fingerprint(variant, study.forward)).encode())
     h.update(json.dumps([RECIPE, study.declaration(profile)], sort_keys=True).encode())
     return h.hexdigest()[:16]
 
