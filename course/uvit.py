@@ -88,14 +88,21 @@ class UViT(nn.Module):
     > 0 adds a label token from a table of `num_classes` rows (see the module docstring for the null label);
     `conv` adds the 3×3 output convolution; `skip` the long skips. The course adds `skip="add"` for the
     ablation (x + skip in the out-blocks instead of concat + Linear); `skip=False` is the official "no skip".
+    The course also adds `conv_init`: "pytorch" (the official code: the conv keeps PyTorch's default
+    initialisation) or "identity" (the conv starts as the identity, `nn.init.dirac_`, bias 0; the course's
+    one-channel digits model, see `COURSE_DEFAULTS`).
     """
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768,
                  depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = False,
-                 mlp_time_embed: bool = False, num_classes: int = -1, conv: bool = True, skip: bool | str = True):
+                 mlp_time_embed: bool = False, num_classes: int = -1, conv: bool = True, skip: bool | str = True,
+                 conv_init: str = "pytorch"):
         super().__init__()
         if skip not in SKIP_MODES:
             raise ValueError(f"skip should be True, False, 'concat', 'add' or 'none', got {skip!r}")
+        if conv_init not in ("pytorch", "identity"):
+            raise ValueError(f"conv_init should be 'pytorch' (the official code) or 'identity', got {conv_init!r}")
+        self.conv_init = conv_init
         self.embed_dim, self.in_chans, self.patch_size, self.img_size = embed_dim, in_chans, patch_size, img_size
         self.skip_mode = SKIP_MODES[skip]
         # The course's null label (module docstring): the table's last row; None when unconditional.
@@ -130,7 +137,8 @@ class UViT(nn.Module):
     def initialize_weights(self) -> None:
         """The official initialisation: truncated normal (std 0.02) for the position embedding and every Linear
         weight, zero Linear biases, LayerNorms at weight 1 and bias 0; the convolutions and the label table keep
-        PyTorch's defaults."""
+        PyTorch's defaults, except the output conv when `conv_init="identity"` (the course's digits model): it
+        starts as the identity, so that at step 0 the model is the U-ViT without the conv."""
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
@@ -140,6 +148,9 @@ class UViT(nn.Module):
             elif isinstance(m, nn.LayerNorm) and m.weight is not None:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if self.conv_init == "identity" and isinstance(self.final_layer, nn.Conv2d):
+            nn.init.dirac_(self.final_layer.weight)  # (C, C, 3, 3): 1 at the centre of channel c's own kernel
+            nn.init.zeros_(self.final_layer.bias)
 
     @property
     def blocks(self) -> list[nn.Module]:
@@ -195,8 +206,13 @@ uvit_models = {
 
 # The course's U-ViT for 8×8 digits: 7 blocks (3 in, mid, 3 out: 3 long skips), 64 wide, 4 heads; 10 classes
 # plus the null label (num_classes = 11 rows). Keywords override, e.g. patch_size=1 or skip="add".
+# One difference from the official code: the output conv starts as the identity. With one channel it is a single
+# 3×3 kernel, and from some of PyTorch's default draws training stalls for hundreds of steps, in some seeds for good,
+# with a kernel that averages a pixel's neighbours and ignores the pixel itself (chapter 3, "The output conv";
+# measured by benchmarks/bench_uvit_conv_init.py).
 COURSE_DEFAULTS = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=64, depth=6, num_heads=4, mlp_ratio=4,
-                       qkv_bias=False, mlp_time_embed=False, num_classes=11, conv=True, skip=True)
+                       qkv_bias=False, mlp_time_embed=False, num_classes=11, conv=True, skip=True,
+                       conv_init="identity")
 
 
 def create_uvit(name: str = "course", **kwargs) -> UViT:

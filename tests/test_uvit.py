@@ -184,6 +184,20 @@ def test_null_label_and_official_initialisation():
                      num_heads=2).num_classes is None
 
 
+def test_output_conv_starts_as_the_identity_in_the_course_model_only():
+    torch.manual_seed(0)
+    course, official = uvit.create_uvit(), uvit.UViT(**{**uvit.COURSE_DEFAULTS, "conv_init": "pytorch"})
+    img = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(course.final_layer(img), img)  # the course's digits model: identity at step 0
+        assert not torch.allclose(official.final_layer(img), img, atol=1e-2)  # the official code: PyTorch's draw
+        assert torch.equal(uvit.AdaLNUViT(**uvit.COURSE_DEFAULTS).final_layer.weight, course.final_layer.weight)
+    with torch.device("meta"):
+        assert uvit.create_uvit("U-ViT-S/2 CIFAR-10").conv_init == "pytorch"  # the paper's configs are unchanged
+    with pytest.raises(ValueError, match="conv_init"):
+        uvit.create_uvit(conv_init="zeros")
+
+
 def test_skip_trace_reads_the_stack():
     torch.manual_seed(0)
     model = uvit.create_uvit()

@@ -367,7 +367,7 @@ STUDIES = {s.key: s for s in [
           "at the same steps and recipe, which backbones learn to draw the asked-for digit",
           (Variant("U-Net", "unet"), Variant("ViT", "vit"), Variant("DiT", "dit", {"name": "DiT-XS/2"}),
            Variant("U-ViT", "uvit"), Variant("DiffiT", "diffit")),  # chapter 3's U-ViT: depth 2 stalled in 2 of 3 seeds
-          "U-Net", _budgets(900), modules=("layers", "unet", "vit", "dit", "uvit", "diffit")),
+          "U-Net", _budgets(1500), modules=("layers", "unet", "vit", "dit", "uvit", "diffit")),
     HybridStudy("ch4", "04_genvit", "GenViT/HybViT, Your ViT is Secretly a Hybrid Discriminative-Generative Diffusion "
                 "Model (arXiv 2022), and the course's questions about it",
                 "one ViT can classify and generate at once (HybViT), at a cost to each task that the weight p_x "
