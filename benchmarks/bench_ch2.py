@@ -1,8 +1,8 @@
-"""Chapter 2 benchmark: DiT training throughput, fp32 vs bf16 autocast vs torch.compile; and, with --notebook,
-the chapter run end to end with what it measured.
+"""Chapter 2 benchmark: DiT training throughput, fp32 vs bf16 autocast vs torch.compile.
 
     COURSE_PROFILE=cpu python benchmarks/bench_ch2.py [--json]
-    COURSE_PROFILE=cpu python benchmarks/bench_ch2.py --notebook   # target: the whole notebook ≤ 3 min on 2 cores
+
+(The chapter's notebook end to end, with what it measured: `python benchmarks/bench_chapter.py 02_dit`.)
 
 One training step = sample t and ε, forward, ε-MSE, backward, AdamW step (fused on CUDA), as in the official
 recipe without its EMA. Printed per configuration: steps/s, images/s and achieved TFLOP/s, where the FLOPs of one
@@ -12,11 +12,6 @@ paper's "Gflops" count multiply-adds, i.e. half as many); the counts come from `
 - CPU: the course's DiT (DiT-Ti/2: depth 4, width 128, 4 heads, patch 2) on 8×8×1 digits, batch 128.
 - CUDA (only if torch.cuda.is_available()): DiT-S/2 and DiT-B/2 of the paper at 32×32×4 latents, 1000 classes,
   learned σ, batch 256; "fp32" there means fp32 weights with TF32 matmuls, the official recipe.
-
---notebook runs `book/02_dit.ipynb` in reference mode in a fresh kernel, as the book build does, and prints the
-notebook's wall time, the main run (w = 1 and w = 2), the conditioning ablation and the scaling per seed (held-out
-loss, FD, accuracy), the rank correlations and the verdict at equal training compute (Figure 9), and FD against
-sampling steps for DiT-XXS/2 and DiT-Ti/2 (Figure 10).
 """
 from __future__ import annotations
 
@@ -122,50 +117,7 @@ def show(row: dict) -> None:
               f"{row['tflops']:8.3f} TFLOP/s   (warm-up {row['warmup_s']} s)", flush=True)
 
 
-NOTEBOOK_REPORT = """
-import json
-print("BENCH" + json.dumps({
-    "profile": PROFILE.name, "main": {"steps": run.steps, "seconds": run.seconds, "acc": plain.acc, "fd": plain.fd,
-                                      "guided_acc": guided.acc, "guided_fd": guided.fd, "floor": floor},
-    "milestones": ABL_MILESTONES, "batch": ABL_BATCH, "seeds": SEEDS,
-    "ablation": {k: {"mflops": v["flops"] / 1e6, "loss": final(v, "loss"), "fd": final(v, "fd"),
-                     "acc": final(v, "acc")} for k, v in ablation.items()},
-    "scaling": {k: {"mflops": v["flops"] / 1e6, "loss": final(v, "loss"), "fd": final(v, "fd")}
-                for k, v in scaling.items()},
-    "rhos": rhos, "verdicts": [abl_verdict, abl_fd_verdict, trend, axes_verdict, compute_verdict, f10_verdict],
-    "f10": {k: {str(s): e.fd for s, e in v.items()} for k, v in f10.items()}, "f10_noise": noise,
-}))
-"""
-
-
-def notebook() -> int:
-    """Run chapter 2's notebook and print what it measured."""
-    from notebook_runner import run_notebook
-
-    stats, wall = run_notebook(Path(__file__).resolve().parent.parent / "book" / "02_dit.ipynb", NOTEBOOK_REPORT)
-    m = stats["main"]
-    print(f"chapter 2, profile `{stats['profile']}`: whole notebook {wall:.1f} s")
-    print(f"  main run: {m['steps']} steps in {m['seconds']:.1f} s; w = 1 accuracy {m['acc']:.1%}, FD {m['fd']:.2f}; "
-          f"w = 2 accuracy {m['guided_acc']:.1%}, FD {m['guided_fd']:.2f} (floor {m['floor']:.2f})")
-    print(f"  ablation and scaling: {stats['milestones'][-1]} steps, batch {stats['batch']}, seeds {stats['seeds']}; "
-          "held-out loss / FD / accuracy per seed")
-    for part in ("ablation", "scaling"):
-        for name, v in stats[part].items():
-            print(f"    {name:16s} {v['mflops']:5.1f} MFLOP  loss " + " ".join(f"{x:.4f}" for x in v["loss"])
-                  + "  FD " + " ".join(f"{x:5.1f}" for x in v["fd"])
-                  + ("  acc " + " ".join(f"{x:.0%}" for x in v["acc"]) if "acc" in v else ""))
-    print("  rank correlation of MFLOP and held-out loss per seed: " + ", ".join(f"{r:+.2f}" for r in stats["rhos"]))
-    for name, fds in stats["f10"].items():
-        print(f"  Figure 10, {name}: FD by DDIM steps " + ", ".join(f"{s}: {fd:.2f}" for s, fd in fds.items()))
-    print(f"  (FD moves by up to {stats['f10_noise']:.2f} with the sampling seed)")
-    for v in stats["verdicts"]:
-        print("  - " + v)
-    return 0
-
-
 def main() -> int:
-    if "--notebook" in sys.argv[1:]:
-        return notebook()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object per configuration")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
