@@ -597,9 +597,11 @@ def test_ctrl_c_keeps_what_was_graded_and_leaves_nothing_behind(tmp_path):
             break
         time.sleep(0.2)
     time.sleep(2)  # b is now inside its hanging q_sample, its detached child started
+    finished_first = proc.poll() is not None  # then grades.csv never showed a's rows while the grader ran
     proc.send_signal(2)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (f"finished before Ctrl-C: {finished_first}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+                                    f"\ngrades.csv: {out.read_bytes()[:2000]!r}")
     rows = list(csv.DictReader(out.open()))
     assert [Path(r["submission"]).name for r in rows] == ["a"] * len(DIFFUSION)
     assert all(r["passed"] == "True" for r in rows)
