@@ -366,7 +366,7 @@ STUDIES = {s.key: s for s in [
     Study("ch7", "07_summary", "the four papers of the course",
           "at the same steps and recipe, which backbones learn to draw the asked-for digit",
           (Variant("U-Net", "unet"), Variant("ViT", "vit"), Variant("DiT", "dit", {"name": "DiT-XS/2"}),
-           Variant("U-ViT", "uvit"), Variant("DiffiT", "diffit")),  # each chapter's model, as its chapter builds it
+           Variant("U-ViT", "uvit"), Variant("DiffiT", "diffit")),
           "U-Net", _budgets(1500), modules=("layers", "unet", "vit", "dit", "uvit", "diffit")),
     HybridStudy("ch4", "04_genvit", "GenViT/HybViT, Your ViT is Secretly a Hybrid Discriminative-Generative Diffusion "
                 "Model (arXiv 2022), and the course's questions about it",
