@@ -234,7 +234,7 @@ uvit_models = {
 # plus the null label (num_classes = 11 rows). Keywords override, e.g. patch_size=1 or skip="add".
 # One difference from the official code: the output conv starts as the identity. With one channel it is a single
 # 3×3 kernel, and from some of PyTorch's default draws training stalls for hundreds of steps, in some seeds for good,
-# with a kernel that averages a pixel's neighbours and ignores the pixel itself (chapter 3, Ablation 2;
+# with a kernel that weighs two of a pixel's neighbours and not the pixel itself (chapter 3, Ablation 2;
 # measured by benchmarks/bench_uvit_conv_init.py).
 COURSE_DEFAULTS = dict(img_size=8, patch_size=2, in_chans=1, embed_dim=64, depth=6, num_heads=4, mlp_ratio=4,
                        qkv_bias=False, mlp_time_embed=False, num_classes=11, conv=True, skip=True,
