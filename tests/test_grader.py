@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -590,7 +591,11 @@ def test_ctrl_c_keeps_what_was_graded_and_leaves_nothing_behind(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "COURSE_SOLUTIONS"}
     command = [sys.executable, "-m", "course", "grade", *folders, "--out", str(out), "--only", "diffusion",
                "--timeout", "30", "--workdir", str(work), "--allow-processes"]  # so that the reaper has work
-    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Start it as a terminal does, with Ctrl-C at its default: a process started with SIGINT ignored (as a test
+    # runner's worker may leave it, or a shell's background job) inherits that, and Python then never raises
+    # KeyboardInterrupt, so the grader would finish its work instead of stopping.
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if out.exists() and len(out.read_text().splitlines()) >= 1 + len(DIFFUSION):
