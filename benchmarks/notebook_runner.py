@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 
 
 def glued(nb: nbformat.NotebookNode) -> dict:
@@ -30,6 +29,8 @@ def glued(nb: nbformat.NotebookNode) -> dict:
 def run_notebook(path: Path) -> tuple[dict, float]:
     """Execute the notebook as the book build does (reference mode, its own folder as the working directory).
     Returns (what it glued, the notebook's wall-clock seconds)."""
+    from nbclient import NotebookClient
+
     os.environ["COURSE_SOLUTIONS"] = "1"
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
