@@ -71,7 +71,7 @@ def test_runner_writes_a_record_resumes_and_knows_when_it_is_stale(tmp_path, mon
                           "U-ViT", {"ci": studies.Budget(3, (1, 3), (0, 1), n_per_class=1, sample_steps=2,
                                                          loss_repeats=1)})
     monkeypatch.setitem(studies.STUDIES, "chT", small)
-    record = studies.run_study("chT", "ci", tmp_path, progress=False)
+    record = studies.run("chT", "ci", tmp_path, progress=False)
     assert record["complete"] and len(record["runs"]) == 2
     for key in ("commit", "code_hash", "profile", "device", "torch", "date", "wall_seconds"):
         assert key in record, key
@@ -89,7 +89,7 @@ def test_runner_writes_a_record_resumes_and_knows_when_it_is_stale(tmp_path, mon
     real = studies.run_one
     monkeypatch.setattr(studies, "run_one", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     monkeypatch.setattr(studies, "code_hash", lambda study, profile: saved["code_hash"])
-    record = studies.run_study("chT", "ci", tmp_path, progress=False)
+    record = studies.run("chT", "ci", tmp_path, progress=False)
     assert calls == [1] and record["complete"]
 
     status = dict(studies.status(tmp_path))

@@ -4,7 +4,7 @@ import torch
 
 from course.lab.data import digits
 from course.lab.nets import SmallUNet
-from course.lab.train import TrainingDiverged, train
+from course.lab.train import TrainingDiverged, lr_factor, train
 
 
 def small():
@@ -42,6 +42,33 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
         assert torch.equal(a, b)
     for a, b in zip(resumed.ema.state_dict().values(), full.ema.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_the_learning_rate_warms_up_holds_and_cools_down_to_zero():
+    factors = [lr_factor(s, warmup=4, cooldown=0.5, total=20) for s in range(20)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0] and factors[4:10] == [1.0] * 6
+    assert factors[10:] == [(20 - s) / 10 for s in range(10, 20)]  # linear, the last step still learns
+    assert [lr_factor(s, warmup=0, cooldown=0.0, total=20) for s in range(25)] == [1.0] * 25
+    assert lr_factor(0, warmup=0, cooldown=0.01, total=20) == 1.0  # a cool-down shorter than a step: none
+
+
+def test_a_run_trained_in_pieces_follows_one_schedule(tmp_path):
+    kwargs = dict(batch_size=16, lr=3e-3, warmup=2, cooldown=0.5, progress=False)
+    whole = train(small(), X, Y, steps=12, **kwargs)
+    path = tmp_path / "run.pt"
+    train(small(), X, Y, steps=6, schedule_steps=12, checkpoint=path, **kwargs)
+    pieces = train(small(), X, Y, steps=12, schedule_steps=12, checkpoint=path, **kwargs)
+    assert pieces.losses == whole.losses
+    for a, b in zip(pieces.model.state_dict().values(), whole.model.state_dict().values()):
+        assert torch.equal(a, b)
+    constant = train(small(), X, Y, steps=12, batch_size=16, lr=3e-3, warmup=2, progress=False)
+    assert constant.losses[:7] == whole.losses[:7] and constant.losses[7:] != whole.losses[7:]
+
+
+@pytest.mark.parametrize("kwargs", [dict(cooldown=1.5), dict(cooldown=-0.1), dict(schedule_steps=5)])
+def test_a_schedule_that_cannot_be_is_refused(kwargs):
+    with pytest.raises(ValueError, match="cooldown"):
+        train(small(), X, Y, steps=10, progress=False, **kwargs)
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):

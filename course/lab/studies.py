@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from course.grader.exercises import ROOT, SOLUTIONS_DIR
+from course.lab.train import slug
 
 RESULTS_DIR = ROOT / "results"
 LEARNED_ACC = 0.3  # guided class accuracy below which a model "has not learned yet" and no ranking is worded
@@ -240,8 +241,9 @@ class HybridStudy(Study):
     def measuring_code(self) -> list:
         from course.lab import data, metrics, train
 
-        return [train.train, train.ema_update, metrics.fd_to_test, metrics.frechet_distance, metrics.fd_floor,
-                metrics.real_images, metrics.load_judge, data.digits, run_hybrid_one, _measure_hybrid, _run]
+        return [train.train, train.lr_factor, train.ema_update, metrics.fd_to_test, metrics.frechet_distance,
+                metrics.fd_floor, metrics.real_images, metrics.load_judge, data.digits, run_hybrid_one,
+                _measure_hybrid, run]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -301,9 +303,9 @@ class LatentStudy(Study):
     def measuring_code(self) -> list:
         from course.lab import autoencoder, metrics, train
 
-        return [train.train, train.diffusion_loss_fn, train.min_snr_weights, train.ema_update, metrics.evaluate,
-                metrics.fd_to_test, metrics.frechet_distance, metrics.fd_floor, metrics.real_images,
-                autoencoder.encode_all, run_latent_one, _run]
+        return [train.train, train.lr_factor, train.diffusion_loss_fn, train.min_snr_weights, train.ema_update,
+                metrics.evaluate, metrics.fd_to_test, metrics.frechet_distance, metrics.fd_floor, metrics.real_images,
+                autoencoder.encode_all, run_latent_one, run]
 
     def weights(self) -> list:
         from course.lab.autoencoder import load_autoencoder
@@ -414,9 +416,9 @@ def _measuring_code() -> list:
     measures, the data, the recipe and this runner."""
     from course.lab import data, experiments, metrics, train
 
-    return [train.train, train.diffusion_loss_fn, train.min_snr_weights, train.ema_update, metrics.evaluate,
-            metrics.heldout_loss, metrics.fd_to_test, metrics.frechet_distance, metrics.fd_floor, metrics.real_images,
-            data.digits, experiments.label_dropout, run_one, _measure, run_study]
+    return [train.train, train.lr_factor, train.diffusion_loss_fn, train.min_snr_weights, train.ema_update,
+            metrics.evaluate, metrics.heldout_loss, metrics.fd_to_test, metrics.frechet_distance, metrics.fd_floor,
+            metrics.real_images, data.digits, experiments.label_dropout, run_one, _measure, run]
 
 
 def _round(t: torch.Tensor) -> list:
@@ -523,11 +525,11 @@ def run_one(study: Study, variant: Variant, seed: int, profile: str, scratch: Pa
     torch.manual_seed(seed)
     model = BUILDS[variant.build](**variant.kwargs)
     recipe = {**RECIPE, "p_uncond": label_dropout(model), **study.recipe}
-    checkpoint = scratch / f"{_slug(variant.name)}-seed{seed}.pt"
+    checkpoint = scratch / f"{slug(variant.name)}-seed{seed}.pt"
     curve, samples = [], None
     for m in budget.milestones:
-        r = train(model, x, y, diffusion=diffusion, steps=m, seed=seed, checkpoint=checkpoint,
-                  desc=f"{study.key}: {variant.name}, seed {seed}", progress=progress, **recipe)
+        r = train(model, x, y, diffusion=diffusion, steps=m, schedule_steps=budget.steps, seed=seed,
+                  checkpoint=checkpoint, desc=f"{study.key}: {variant.name}, seed {seed}", progress=progress, **recipe)
         point = _measure(r.ema, diffusion, budget, seed, final=m == budget.milestones[-1])
         samples = point.pop("samples", samples)
         curve.append({"steps": m, "seconds": float(r.seconds), **point})
@@ -536,69 +538,16 @@ def run_one(study: Study, variant: Variant, seed: int, profile: str, scratch: Pa
             "samples": samples, "sample_shape": [10, *x.shape[1:]]}
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text).strip("-")
-
-
-def run_study(key: str, profile: str | None = None, results: Path | None = None, progress: bool = True) -> dict:
-    """Run (or resume) a study and write its record; returns the record."""
-    from course.lab.config import PROFILE, device
-
-    study = STUDIES[key]
-    profile = profile or PROFILE.name
-    budget = study.budget(profile)
-    path = record_path(key, results)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.parent / ".partial" / key
-    scratch.mkdir(parents=True, exist_ok=True)
-    digest = code_hash(study, profile)
-    record = load_record(key, results)
-    if not record or record.get("code_hash") != digest or record.get("profile") != profile:
-        record = {"study": key, "chapter": study.chapter, "paper": study.paper, "claim": study.claim,
-                  "baseline": study.baseline, "declaration": study.declaration(profile), "profile": profile,
-                  "code_hash": digest, "runs": [], "complete": False, "wall_seconds": 0.0}
-    done = {(r["variant"], r["seed"]) for r in record["runs"]}
-    start = time.perf_counter()
-    todo = [(v, s) for s in budget.seeds for v in study.variants if (v.name, s) not in done]
-    for variant, seed in todo:
-        result = run_one(study, variant, seed, profile, scratch, progress=progress)
-        record["runs"].append(result)
-        record["wall_seconds"] += time.perf_counter() - start
-        start = time.perf_counter()
-        record.update(_provenance(device()))
-        _write(path, record)
-        (scratch / f"{_slug(variant.name)}-seed{seed}.pt").unlink(missing_ok=True)
-    record["complete"] = len(record["runs"]) == len(study.variants) * len(budget.seeds)
-    record.update(_provenance(device()))
-    _write(path, record)
-    if todo:
-        fig = sample_grid(record)
-        fig.savefig(path.with_suffix(".png"), dpi=80)
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-    return record
-
-
 def run(key: str, profile: str | None = None, results: Path | None = None, progress: bool = True) -> dict:
-    """Run (or resume) any study and write its record: the digits studies with `run_study`, the others with `_run`
-    and their own run of one variant and seed."""
-    task = STUDIES[key].task
-    if task == "digits":
-        return run_study(key, profile, results, progress)
-    return _run(key, {"hybrid": run_hybrid_one, "latent": run_latent_one}[task], profile, results, progress)
-
-
-def _run(key: str, one, profile: str | None = None, results: Path | None = None, progress: bool = True) -> dict:
-    """`run_study`'s loop over variants and seeds, for a study whose runs `one(study, variant, seed, profile,
-    scratch, progress)` makes. (`run_study` keeps its own copy of this loop until the digits records are next
-    measured: a change to its code marks them stale.) A record is started afresh, and the checkpoints of the last
-    one dropped, when the code or the profile changed."""
+    """Run (or resume) a study and write its record; returns the record. Each variant and seed is one run of the
+    study's task (`run_one`, `run_hybrid_one` or `run_latent_one`), written to the record as soon as it ends. A
+    record is started afresh, and the checkpoints of the last one dropped, when the code or the profile changed."""
     import shutil
 
     from course.lab.config import PROFILE, device
 
     study = STUDIES[key]
+    one = {"digits": run_one, "hybrid": run_hybrid_one, "latent": run_latent_one}[study.task]
     profile = profile or PROFILE.name
     budget = study.budget(profile)
     path = record_path(key, results)
@@ -620,7 +569,7 @@ def _run(key: str, one, profile: str | None = None, results: Path | None = None,
         record["wall_seconds"] += time.perf_counter() - start
         record.update(_provenance(device()))
         _write(path, record)
-        (scratch / f"{_slug(variant.name)}-seed{seed}.pt").unlink(missing_ok=True)
+        (scratch / f"{slug(variant.name)}-seed{seed}.pt").unlink(missing_ok=True)
     record["complete"] = len(record["runs"]) == len(study.variants) * len(budget.seeds)
     record.update(_provenance(device()))
     _write(path, record)
@@ -675,10 +624,11 @@ def run_hybrid_one(study: Study, variant: Variant, seed: int, profile: str, scra
     model = BUILDS[variant.build](**variant.kwargs)
     loss = {"px": 100.0, "pyx": 1.0, **variant.loss}
     loss_fn = make_hybrid_loss_fn(x, y, diffusion, **loss)
-    checkpoint = scratch / f"{_slug(variant.name)}-seed{seed}.pt"
+    checkpoint = scratch / f"{slug(variant.name)}-seed{seed}.pt"
     curve, samples = [], None
     for m in budget.milestones:
-        r = train(model, x, y, steps=m, loss_fn=loss_fn, seed=seed, checkpoint=checkpoint, progress=progress,
+        r = train(model, x, y, steps=m, schedule_steps=budget.steps, loss_fn=loss_fn, seed=seed,
+                  checkpoint=checkpoint, progress=progress,
                   desc=f"{study.key}: {variant.name}, seed {seed}", **study.recipe)
         point = _measure_hybrid(r.ema, diffusion, budget, seed, final=m == budget.milestones[-1],
                                 classifies=bool(loss["pyx"]), generates=bool(loss["px"]))
@@ -715,11 +665,12 @@ def run_latent_one(study: Study, variant: Variant, seed: int, profile: str, scra
     diffusion = Diffusion(T=1000, schedule="linear")  # DiT's (chapter 6 says why not the cosine one for latents)
     torch.manual_seed(seed)
     model = BUILDS[variant.build](**variant.kwargs)
-    checkpoint = scratch / f"{_slug(variant.name)}-seed{seed}.pt"
+    checkpoint = scratch / f"{slug(variant.name)}-seed{seed}.pt"
     curve, samples = [], None
     for m in budget.milestones:
-        r = train(model, data, y, diffusion=diffusion, steps=m, seed=seed, checkpoint=checkpoint, progress=progress,
-                  desc=f"{study.key}: {variant.name}, seed {seed}", **{**RECIPE, "p_uncond": 0.0, **study.recipe})
+        r = train(model, data, y, diffusion=diffusion, steps=m, schedule_steps=budget.steps, seed=seed,
+                  checkpoint=checkpoint, progress=progress, desc=f"{study.key}: {variant.name}, seed {seed}",
+                  **{**RECIPE, "p_uncond": 0.0, **study.recipe})
         point = {}
         for w, key in ((1.0, "w1"), (2.0, "w2")) if m == budget.milestones[-1] else ((1.0, "w1"),):
             e = evaluate(r.ema, diffusion, size=LATENT_SIZE, dataset="shapes", n_per_class=budget.n_per_class,

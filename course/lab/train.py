@@ -74,7 +74,8 @@ class TrainResult:
                 f"loss={sum(tail) / max(len(tail), 1):.4f}{', interrupted' if self.interrupted else ''})")
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """`text` as a file name: runs of other characters than letters, digits, `_`, `.` and `-` become one `-`."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
 
 
@@ -157,8 +158,19 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
                 s["step"] = s["step"].to(p.device if on_device else "cpu", torch.float32)
 
 
+def lr_factor(step: int, *, warmup: int, cooldown: float, total: int) -> float:
+    """The learning rate of step `step` (from 0), as a fraction of `lr`: a linear warm-up over `warmup` steps, then
+    constant, then (with `cooldown` > 0) a linear fall to 0 over the last `cooldown` fraction of `total` steps."""
+    factor = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    start = total - round(cooldown * total)  # the first step of the cool-down
+    if start < total and step >= start:
+        factor *= max(0.0, (total - step) / (total - start))
+    return factor
+
+
 def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, steps: int,
           batch_size: int = 128, lr: float = 2e-3, weight_decay: float = 0.0, warmup: int = 0,
+          cooldown: float = 0.0, schedule_steps: int | None = None,
           p_uncond: float = 0.1, ema_decay: float = 0.999, seed: int = 0, diffusion=None, loss_fn=None,
           min_snr_gamma: float | None = None,
           grad_clip: float | None = None, device=None, amp: bool | None = None,
@@ -169,9 +181,13 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
     The loss is `loss_fn(model, xb, yb, generator)` when given; by default the diffusion loss of `diffusion`
     (cosine, T = 1000) with labels dropped to the null class with probability `p_uncond`, for guidance, and each
     example weighted by Min-SNR-γ when `min_snr_gamma` is set (`min_snr_weights`).
+    The learning rate warms up over `warmup` steps and, with `cooldown` > 0, falls linearly to 0 over the last
+    `cooldown` fraction of `schedule_steps` (default `steps`; `lr_factor`). A run trained in pieces (train to 500
+    steps, look, resume to 1000) passes its whole length as `schedule_steps`, so that every piece follows one schedule.
     `generator` is a seeded `torch.Generator` on the training device: draw with `device=generator.device`.
     `ema` follows the weights with `ema_decay`, warmed up as min(decay, (1 + n)/(10 + n)) so that short runs have
-    a useful average too. With `checkpoint`, state is saved every `checkpoint_every` steps, at the end and on
+    a useful average too; `ema_decay=0` keeps the weights themselves (after a cool-down, they need no average).
+    With `checkpoint`, state is saved every `checkpoint_every` steps, at the end and on
     Ctrl-C, and a later call with the same path resumes from it (exactly on the same device; on another device
     the random numbers of the rest of the run differ).
 
@@ -188,6 +204,10 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
     """
     if steps < 0 or batch_size < 1:
         raise ValueError(f"steps should be ≥ 0 and batch_size ≥ 1, got steps={steps}, batch_size={batch_size}")
+    total = steps if schedule_steps is None else schedule_steps
+    if not 0.0 <= cooldown <= 1.0 or total < steps:
+        raise ValueError(f"cooldown should be a fraction of the run in [0, 1] and schedule_steps ≥ steps, got "
+                         f"cooldown={cooldown}, schedule_steps={schedule_steps}, steps={steps}")
     rank, world = distributed()
     if batch_size % world:
         raise ValueError(f"batch_size={batch_size} should split evenly across the {world} processes")
@@ -222,7 +242,8 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
                                   **({"fused": True} if dev.type == "cuda" else {}))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup=warmup, cooldown=cooldown, total=total))
     generator = torch.Generator(dev).manual_seed(seed)
     torch.manual_seed(seed)
     start_step, losses, elapsed, t0 = 0, [], 0.0, None
@@ -359,7 +380,7 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
     except KeyboardInterrupt:
         bar.close()
         flush(step)
-        path = path or Path("checkpoints") / f"{_slug(desc)}.pt"
+        path = path or Path("checkpoints") / f"{slug(desc)}.pt"
         save(step)
         if rank == 0:
             print(f"Interrupted at step {step}/{steps}; saved {path}. Call train(..., checkpoint='{path}') to go on.")
