@@ -1,6 +1,6 @@
 """The course's autoencoder for chapter 6: trained once per configuration and cached, like the judge.
 
-`load_autoencoder(kl_weight=1e-4)` returns the trained reference `Autoencoder` of `solutions/latent.py` (given code;
+`load_autoencoder(kl_weight=1e-6)` returns the trained reference `Autoencoder` of `solutions/latent.py` (given code;
 it uses the reference `reparameterize` and `kl_loss`, so it works before the learner's exercises do). The cache file
 is keyed by the configuration; a missing, corrupt or mismatched file is retrained with a message, never a crash.
 Retrain by hand with `python -m course.lab.autoencoder --retrain`.
@@ -29,7 +29,7 @@ class AEConfig:
     size: int = 32  # images size × size × 3 (the shapes set) → latents (size/4) × (size/4) × z_channels
     ch: int = 16
     z_channels: int = 4
-    kl_weight: float = 1e-4
+    kl_weight: float = 1e-6  # chapter 6's
     steps: int = 800
     batch_size: int = 64
     lr: float = 2e-3

@@ -386,8 +386,11 @@ STUDIES = {s.key: s for s in [
                 recipe=HYBRID_RECIPE),
     LatentStudy("ch6", "06_latent", "Latent diffusion, High-Resolution Image Synthesis with Latent Diffusion Models "
                 "(CVPR 2022), §3, §4.1 and the scale factor of §4.3.2",
-                "a DiT learns the shapes' latents faster than their pixels, and the latents need their scale",
+                "a DiT learns the shapes' latents faster than their pixels, from an autoencoder of a small KL weight, "
+                "and the latents need their scale",
                 (LatentVariant("latents, patch 2", "shapes-dit", {"space": "latents", "patch_size": 2},
+                               data={"kl_weight": 1e-6}),
+                 LatentVariant("latents, KL 1e-4", "shapes-dit", {"space": "latents", "patch_size": 2},
                                data={"kl_weight": 1e-4}),
                  LatentVariant("pixels, patch 8", "shapes-dit", {"space": "pixels", "patch_size": 8}),
                  LatentVariant("pixels, patch 4", "shapes-dit", {"space": "pixels", "patch_size": 4}),

@@ -1,0 +1,84 @@
+"""Chapter 6's latent DiT: what its headline run (the shapes' latents, 90 s of training on 2 cores) is limited by.
+
+    COURSE_SOLUTIONS=1 python benchmarks/bench_latent.py                                  # the chapter's run
+    COURSE_SOLUTIONS=1 python benchmarks/bench_latent.py --kl 1e-6 --patch 1 --steps 1200
+    COURSE_SOLUTIONS=1 python benchmarks/bench_latent.py --hidden 128 --depth 6 --sample-steps 50 100
+
+Trains one DiT on the means of the course's shipped autoencoder of `--kl` (times the scale s), class-conditional,
+with `RECIPE` (label dropout in the DiT) and DiT's linear schedule, as chapter 6's headline does, then measures
+the judge's class accuracy and the FD of the decoded samples (DDIM, no clipping), unguided and at w = 2, against the
+FD floor at the samples' count. Every option left at its default is the chapter's; one line per sampler setting.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kl", type=float, default=1e-4, help="the shipped autoencoder's KL weight (1e-6, 1e-4, 1e-2)")
+    ap.add_argument("--patch", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=96)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--mlp-ratio", type=float, default=4.0)
+    ap.add_argument("--steps", type=int, default=1800)
+    ap.add_argument("--lr", type=float, default=None, help="default: RECIPE's")
+    ap.add_argument("--batch", type=int, default=None, help="default: RECIPE's")
+    ap.add_argument("--cooldown", type=float, default=None, help="default: RECIPE's")
+    ap.add_argument("--gamma", type=float, default=None, help="Min-SNR γ, default: RECIPE's; 0 = off")
+    ap.add_argument("--schedule", default="linear", choices=["linear", "cosine"])
+    ap.add_argument("--sample-steps", type=int, nargs="*", default=[50])
+    ap.add_argument("--per-class", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    from course.diffusion import Diffusion
+    from course.dit import DiT
+    from course.lab.autoencoder import encode_all, load_autoencoder
+    from course.lab.experiments import RECIPE
+    from course.lab.metrics import evaluate, fd_floor, real_images
+    from course.lab.studies import LATENT_SIZE
+    from course.lab.train import train
+    from course.latent import latent_scale
+
+    size = LATENT_SIZE
+    x_train, y_train = real_images("shapes", "train", size)
+    ae, _ = load_autoencoder(size=size, kl_weight=args.kl, verbose=False)
+    with torch.no_grad():
+        z = encode_all(ae, x_train)
+    scale = latent_scale(z)
+    diffusion = Diffusion(schedule=args.schedule)
+    torch.manual_seed(args.seed)
+    model = DiT(input_size=size // 4, patch_size=args.patch, in_channels=4, hidden_size=args.hidden,
+                depth=args.depth, num_heads=args.heads, mlp_ratio=args.mlp_ratio, num_classes=10, learn_sigma=False,
+                class_dropout_prob=0.1)
+    recipe = {**RECIPE, "p_uncond": 0.0}
+    for key, value in (("lr", args.lr), ("batch_size", args.batch), ("cooldown", args.cooldown)):
+        if value is not None:
+            recipe[key] = value
+    if args.gamma is not None:
+        recipe["min_snr_gamma"] = args.gamma or None
+    run = train(model, z * scale, y_train, diffusion=diffusion, steps=args.steps, seed=args.seed, progress=False,
+                **recipe)
+    n = 10 * args.per_class
+    floor = fd_floor(size, dataset="shapes", n=n)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f"kl {args.kl:g}, patch {args.patch}, width {args.hidden}, depth {args.depth}, {params:.2f} M params, "
+          f"{args.schedule} schedule, {recipe}: {args.steps} steps in {run.seconds:.0f} s "
+          f"({args.steps / run.seconds:.1f}/s); loss of the last 100 steps "
+          f"{sum(run.losses[-100:]) / 100:.4f}; FD floor {floor:.2f} at {n} samples", flush=True)
+    for sample_steps in args.sample_steps:
+        parts = []
+        for w in (1.0, 2.0):
+            e = evaluate(run.ema, diffusion, size=size, dataset="shapes", n_per_class=args.per_class,
+                         steps=sample_steps, shape=(4, size // 4, size // 4), clip=False, w=w, seed=args.seed,
+                         decode=lambda latents: ae.decode((latents / scale).cpu()))
+            parts.append(f"w = {w:g}: {e.acc:.1%} / FD {e.fd:.2f} ({e.fd / floor:.1f}×)")
+        print(f"  {sample_steps} DDIM steps: " + "; ".join(parts), flush=True)
+
+
+if __name__ == "__main__":
+    main()
