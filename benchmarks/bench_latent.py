@@ -1,7 +1,8 @@
 """Chapter 6's latent DiT: what its headline run (the shapes' latents, 90 s of training on 2 cores) is limited by.
 
-    COURSE_SOLUTIONS=1 python benchmarks/bench_latent.py                                  # the chapter's run
-    COURSE_SOLUTIONS=1 python benchmarks/bench_latent.py --kl 1e-6 --patch 1 --steps 1200
+    COURSE_SOLUTIONS=1 python benchmarks/bench_latent.py                       # the chapter's run
+    COURSE_SOLUTIONS=1 python benchmarks/bench_latent.py --kl 1e-4              # the latents of a larger KL weight
+    COURSE_SOLUTIONS=1 python benchmarks/bench_latent.py --patch 1 --steps 900
     COURSE_SOLUTIONS=1 python benchmarks/bench_latent.py --hidden 128 --depth 6 --sample-steps 50 100
 
 Trains one DiT on the means of the course's shipped autoencoder of `--kl` (times the scale s), class-conditional,
@@ -18,19 +19,19 @@ import torch
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--kl", type=float, default=1e-4, help="the shipped autoencoder's KL weight (1e-6, 1e-4, 1e-2)")
+    ap.add_argument("--kl", type=float, default=1e-6, help="the shipped autoencoder's KL weight (1e-6, 1e-4, 1e-2)")
     ap.add_argument("--patch", type=int, default=2)
     ap.add_argument("--hidden", type=int, default=96)
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--mlp-ratio", type=float, default=4.0)
-    ap.add_argument("--steps", type=int, default=1800)
+    ap.add_argument("--steps", type=int, default=2400)
     ap.add_argument("--lr", type=float, default=None, help="default: RECIPE's")
     ap.add_argument("--batch", type=int, default=None, help="default: RECIPE's")
     ap.add_argument("--cooldown", type=float, default=None, help="default: RECIPE's")
     ap.add_argument("--gamma", type=float, default=None, help="Min-SNR γ, default: RECIPE's; 0 = off")
     ap.add_argument("--schedule", default="linear", choices=["linear", "cosine"])
-    ap.add_argument("--sample-steps", type=int, nargs="*", default=[50])
+    ap.add_argument("--sample-steps", type=int, nargs="*", default=[20])
     ap.add_argument("--per-class", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
