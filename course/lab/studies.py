@@ -348,7 +348,7 @@ STUDIES = {s.key: s for s in [
           "long skip connections matter: the U-ViT without them learns worse, and concatenation beats addition",
           (Variant("U-ViT", "uvit"), Variant("skips by addition", "uvit", {"skip": "add"}),
            Variant("no long skips", "uvit", {"skip": False})),
-          "U-ViT", _budgets(2000), modules=("layers", "dit", "uvit")),
+          "U-ViT", _budgets(2400), modules=("layers", "dit", "uvit")),
     Study("ch3-design", "03_uvit", "U-ViT, All are Worth Words (CVPR 2023), §3.1 and Figure 2(b) and (c)",
           "the 3×3 convolution after the linear decoder helps, and the conditions are best given as tokens",
           (Variant("U-ViT", "uvit"), Variant("no 3×3 conv", "uvit", {"conv": False}),
