@@ -353,7 +353,7 @@ STUDIES = {s.key: s for s in [
           "the 3×3 convolution after the linear decoder helps, and the conditions are best given as tokens",
           (Variant("U-ViT", "uvit"), Variant("no 3×3 conv", "uvit", {"conv": False}),
            Variant("t, y through adaLN-Zero", "adaln-uvit")),
-          "U-ViT", _budgets(1500), modules=("layers", "dit", "uvit")),
+          "U-ViT", _budgets(2400), modules=("layers", "dit", "uvit")),
     Study("ch5", "05_diffit", "DiffiT, Diffusion Vision Transformers for Image Generation (ECCV 2024), Table 6",
           "time-dependent self-attention (TMSA) beats the other ways of giving the blocks t (Table 6)",
           (Variant("TMSA", "diffit", {"time_entry": "tmsa"}),
@@ -371,7 +371,7 @@ STUDIES = {s.key: s for s in [
           "at the same steps and recipe, which backbones learn to draw the asked-for digit",
           (Variant("U-Net", "unet"), Variant("ViT", "vit"), Variant("DiT", "dit", {"name": "DiT-XS/2"}),
            Variant("U-ViT", "uvit"), Variant("DiffiT", "diffit")),
-          "U-Net", _budgets(1500), modules=("layers", "unet", "vit", "dit", "uvit", "diffit")),
+          "U-Net", _budgets(2400), modules=("layers", "unet", "vit", "dit", "uvit", "diffit")),
     HybridStudy("ch4", "04_genvit", "GenViT/HybViT, Your ViT is Secretly a Hybrid Discriminative-Generative Diffusion "
                 "Model (arXiv 2022), and the course's questions about it",
                 "one ViT can classify and generate at once (HybViT), at a cost to each task that the weight p_x "
