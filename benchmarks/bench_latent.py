@@ -37,11 +37,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from course.diffusion import Diffusion
-    from course.dit import DiT
     from course.lab.autoencoder import encode_all, load_autoencoder
     from course.lab.experiments import RECIPE
     from course.lab.metrics import evaluate, fd_floor, real_images
-    from course.lab.studies import LATENT_SIZE
+    from course.lab.studies import BUILDS, LATENT_SIZE
     from course.lab.train import train
     from course.latent import latent_scale
 
@@ -53,9 +52,8 @@ def main() -> None:
     scale = latent_scale(z)
     diffusion = Diffusion(schedule=args.schedule)
     torch.manual_seed(args.seed)
-    model = DiT(input_size=size // 4, patch_size=args.patch, in_channels=4, hidden_size=args.hidden,
-                depth=args.depth, num_heads=args.heads, mlp_ratio=args.mlp_ratio, num_classes=10, learn_sigma=False,
-                class_dropout_prob=0.1)
+    model = BUILDS["shapes-dit"](space="latents", patch_size=args.patch, hidden_size=args.hidden, depth=args.depth,
+                                 num_heads=args.heads, mlp_ratio=args.mlp_ratio)  # the study's latent DiT
     recipe = {**RECIPE, "p_uncond": 0.0}
     for key, value in (("lr", args.lr), ("batch_size", args.batch), ("cooldown", args.cooldown)):
         if value is not None:
@@ -69,8 +67,8 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"kl {args.kl:g}, patch {args.patch}, width {args.hidden}, depth {args.depth}, {params:.2f} M params, "
           f"{args.schedule} schedule, {recipe}: {args.steps} steps in {run.seconds:.0f} s "
-          f"({args.steps / run.seconds:.1f}/s); loss of the last 100 steps "
-          f"{sum(run.losses[-100:]) / 100:.4f}; FD floor {floor:.2f} at {n} samples", flush=True)
+          f"({run.steps_per_second:.1f}/s); loss of the last 100 steps "
+          f"{sum(run.losses[-100:]) / len(run.losses[-100:]):.4f}; FD floor {floor:.2f} at {n} samples", flush=True)
     for sample_steps in args.sample_steps:
         parts = []
         for w in (1.0, 2.0):
