@@ -166,7 +166,7 @@ def test_chapter4_verdicts_read_its_own_measures_and_its_own_learned_line():
 def test_chapter4_and_chapter6_studies_run_with_their_own_runners(tmp_path, monkeypatch):
     budget = studies.Budget(2, (1, 2), (0, 1), n_per_class=1, sample_steps=2, loss_repeats=1)
     for key, keep in (("ch4", ("HybViT", "classifier only", "DiT (adaLN-Zero)")),
-                      ("ch6", ("latents, patch 2", "pixels, patch 8", "far latents, unscaled"))):
+                      ("ch6", ("latents, patch 2", "pixels, patch 8", "latents of spread 5.5, unscaled"))):
         full = studies.STUDIES[key]
         small = dataclasses.replace(full, key="chT", budgets={"ci": budget},
                                             variants=tuple(v for v in full.variants if v.name in keep))
@@ -179,3 +179,13 @@ def test_chapter4_and_chapter6_studies_run_with_their_own_runners(tmp_path, monk
         assert dict(studies.status(tmp_path / key))["chT"].startswith("current")
     classifier = [r for r in studies.load_record("chT", tmp_path / "ch4")["runs"] if r["variant"] == "classifier only"]
     assert "fd" not in classifier[0] and classifier[0]["samples"] is None  # a classifier draws nothing
+
+
+def test_chapter6_latents_of_a_chosen_spread_hold_the_same_images():
+    scaled, y, decode = studies.shapes_data(kl_weight=1e-6)
+    far, y_far, far_decode = studies.shapes_data(kl_weight=1e-6, spread=5.5, scaled=False)
+    assert abs(scaled.std().item() - 1.0) < 1e-4 and abs(far.std().item() - 5.5) < 1e-3  # s gives unit spread
+    assert torch.equal(y, y_far)
+    torch.testing.assert_close(far_decode(far[:4]), decode(scaled[:4]), atol=1e-5, rtol=1e-5)  # the same images
+    pixels, _, none = studies.shapes_data()
+    assert none is None and pixels.shape[1:] == (3, studies.LATENT_SIZE, studies.LATENT_SIZE)

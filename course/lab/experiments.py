@@ -9,6 +9,12 @@ of the run (`cooldown=0.5`), and the samples come from the final weights (`ema_d
 beat both an EMA of the same run and the constant rate with its EMA, on every model that
 `benchmarks/bench_lr_decay.py` measured (accuracy and FD of unguided samples: U-ViT, ViT and DiT-Ti/2).
 
+The samples of the class-conditional headlines and studies come from DDIM with η = 1 (`SAMPLE_ETA`): each of its
+20 steps adds fresh noise of DDPM's posterior variance (DDIM, Eq. 16), where η = 0 is chapter 0's deterministic
+sampler. The DDIM paper finds η = 0 best on short step sequences for its well-trained models; for these briefly
+trained ones `benchmarks/bench_sampler.py` compares both on the chapters' headline models (unguided class accuracy
+and FD). Chapter 4's unconditional HybViT samples with η = 0, as its record was measured.
+
 `headline(...)` trains a model, samples every class without guidance (w = 1) and with it (w = 2), measures the
 judge's class accuracy and the FD against the test digits, computes the FD floor at the same number of samples, and
 glues the numbers under the names every chapter shares (shared/SYLLABUS.md: `headline_acc_w1`, `headline_acc_w2`,
@@ -25,6 +31,7 @@ from course.lab.metrics import Evaluation, evaluate, fd_floor
 from course.lab.train import TrainResult, train
 
 RECIPE = dict(lr=3e-3, batch_size=64, warmup=50, cooldown=0.5, ema_decay=0.0, min_snr_gamma=5.0)
+SAMPLE_ETA = 1.0  # DDIM's η for every measured sample of the headlines and the studies
 
 
 def label_dropout(model) -> float:
@@ -52,18 +59,18 @@ class Headline:
 
 
 def headline(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, diffusion, *, name: str, steps: int,
-             n_per_class: int | None = None, sample_steps: int = 20, w_guided: float = 2.0, seed: int = 0,
-             glue_names: bool = True, show: bool = True, **overrides) -> Headline:
-    """Train `model` on (x, y) with `RECIPE` (or `overrides`) for `steps`, then measure it: w = 1 and w = 2 samples,
-    class accuracy, FD and the FD floor at the samples' count. Glues the chapter's headline numbers and shows the
-    samples, one row per class."""
+             n_per_class: int | None = None, sample_steps: int = 20, eta: float = SAMPLE_ETA, w_guided: float = 2.0,
+             seed: int = 0, glue_names: bool = True, show: bool = True, **overrides) -> Headline:
+    """Train `model` on (x, y) with `RECIPE` (or `overrides`) for `steps`, then measure it: w = 1 and w = 2 samples
+    (`sample_steps` DDIM steps with noise `eta`), class accuracy, FD and the FD floor at the samples' count. Glues
+    the chapter's headline numbers and shows the samples, one row per class."""
     from course import glue
 
     n_per_class = n_per_class or PROFILE.pick(ci=2, cpu=40, gpu=100)
     recipe = {**RECIPE, "p_uncond": label_dropout(model), **overrides}
     run = train(model, x, y, diffusion=diffusion, steps=steps, seed=seed, desc=name, **recipe)
-    plain = evaluate(run.ema, diffusion, n_per_class=n_per_class, steps=sample_steps, w=1.0, seed=seed + 1)
-    guided = evaluate(run.ema, diffusion, n_per_class=n_per_class, steps=sample_steps, w=w_guided, seed=seed + 1)
+    plain, guided = (evaluate(run.ema, diffusion, n_per_class=n_per_class, steps=sample_steps, eta=eta, w=w,
+                              seed=seed + 1) for w in (1.0, w_guided))
     floor = fd_floor(8, n=len(plain.labels))
     result = Headline(name, run, plain, guided, floor, w_guided)
     if glue_names:

@@ -175,10 +175,11 @@ class Evaluation:
 
 
 def evaluate(model, diffusion, *, size: int = 8, n_per_class: int | None = None, steps: int = 20, w: float = 1.0,
-             sampler: str = "ddim", seed: int = 0, batch_size: int = 1000, num_classes: int = 10,
+             sampler: str = "ddim", eta: float = 0.0, seed: int = 0, batch_size: int = 1000, num_classes: int = 10,
              progress: bool = False, dataset: str = "digits", shape: tuple | None = None, decode=None,
              clip: bool = True) -> Evaluation:
-    """Sample `n_per_class` images of each class (DDIM, `steps` steps, guidance `w`) and measure them.
+    """Sample `n_per_class` images of each class (DDIM, `steps` steps, guidance `w`, noise `eta`: 0 deterministic,
+    1 DDPM's posterior noise at every step) and measure them.
 
     By default the samples are (1, size, size) digits. For latent diffusion give the latent `shape` (C, h, w),
     `decode` (latents → images in [-1, 1], e.g. the autoencoder's decoder after dividing by the scale), `clip=False`
@@ -192,7 +193,7 @@ def evaluate(model, diffusion, *, size: int = 8, n_per_class: int | None = None,
     chunks = []
     for i in range(0, len(labels), batch_size):
         yb = labels[i:i + batch_size]
-        z = diffusion.sample(model, (len(yb), *shape), yb, sampler=sampler, steps=steps, w=w, clip=clip,
+        z = diffusion.sample(model, (len(yb), *shape), yb, sampler=sampler, steps=steps, w=w, eta=eta, clip=clip,
                              generator=generator, device=dev, progress=progress)
         if decode is not None:
             with torch.no_grad():

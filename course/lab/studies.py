@@ -107,14 +107,15 @@ class Study:
     def show(self, profile: str | None = None) -> str:
         """The declaration, as a reader sees it in the chapter."""
         from course.lab.config import PROFILE
-        from course.lab.experiments import RECIPE
+        from course.lab.experiments import RECIPE, SAMPLE_ETA
 
         b = self.budget(profile or PROFILE.name)
         recipe = {**RECIPE, **self.recipe}
         lines = [f"study {self.key}: {self.claim} ({self.paper})",
                  "  variants: " + "; ".join(f"{v.name} = {v.build}({_kwargs(v.kwargs)})" for v in self.variants),
                  f"  seeds {list(b.seeds)}, {b.steps} steps each, held-out loss at {list(b.milestones)}; "
-                 f"{10 * b.n_per_class} samples ({b.sample_steps} DDIM steps) at w = 1 and w = 2 at the end",
+                 f"{10 * b.n_per_class} samples ({b.sample_steps} DDIM steps, η = {SAMPLE_ETA:g}) at w = 1 and w = 2 "
+                 "at the end",
                  "  recipe: " + _kwargs(recipe)]
         return "\n".join(lines)
 
@@ -269,7 +270,7 @@ BUILDS["shapes-dit"] = _build_shapes_dit
 
 @dataclass(frozen=True)
 class LatentVariant(Variant):
-    data: dict = field(default_factory=dict)  # {"kl_weight": the autoencoder's, "scaled": bool}; none: pixels
+    data: dict = field(default_factory=dict)  # `shapes_data`'s arguments: {} for pixels
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,7 @@ class LatentStudy(Study):
 
     def show(self, profile: str | None = None) -> str:
         from course.lab.config import PROFILE
-        from course.lab.experiments import RECIPE
+        from course.lab.experiments import RECIPE, SAMPLE_ETA
 
         b = self.budget(profile or PROFILE.name)
         lines = [f"study {self.key}: {self.claim} ({self.paper})",
@@ -291,8 +292,8 @@ class LatentStudy(Study):
                                             + (f"latents({_kwargs(v.data)})" if v.data else "pixels")
                                             for v in self.variants),
                  f"  seeds {list(b.seeds)}, {b.steps} steps each; class accuracy and FD of {10 * b.n_per_class} "
-                 f"unguided samples ({b.sample_steps} DDIM steps) at {list(b.milestones)}, and of guided (w = 2) "
-                 "ones at the end",
+                 f"unguided samples ({b.sample_steps} DDIM steps, η = {SAMPLE_ETA:g}) at {list(b.milestones)}, "
+                 "and of guided (w = 2) ones at the end",
                  "  recipe: " + _kwargs({**RECIPE, "p_uncond": 0.0, **self.recipe}) + "; DiT's linear schedule"]
         return "\n".join(lines)
 
@@ -307,7 +308,7 @@ class LatentStudy(Study):
 
         return [train.train, train.lr_factor, train.diffusion_loss_fn, train.min_snr_weights, train.ema_update,
                 metrics.evaluate, metrics.fd_to_test, metrics.frechet_distance, metrics.fd_floor, metrics.real_images,
-                autoencoder.encode_all, run_latent_one, run]
+                autoencoder.encode_all, shapes_data, run_latent_one, run]
 
     def weights(self) -> list:
         from course.lab.autoencoder import load_autoencoder
@@ -394,10 +395,8 @@ STUDIES = {s.key: s for s in [
                                data={"kl_weight": 1e-4}),
                  LatentVariant("pixels, patch 8", "shapes-dit", {"space": "pixels", "patch_size": 8}),
                  LatentVariant("pixels, patch 4", "shapes-dit", {"space": "pixels", "patch_size": 4}),
-                 LatentVariant("far latents, scaled", "shapes-dit", {"space": "latents", "patch_size": 2},
-                               data={"kl_weight": 1e-2}),
-                 LatentVariant("far latents, unscaled", "shapes-dit", {"space": "latents", "patch_size": 2},
-                               data={"kl_weight": 1e-2, "scaled": False})),
+                 LatentVariant("latents of spread 5.5, unscaled", "shapes-dit", {"space": "latents", "patch_size": 2},
+                               data={"kl_weight": 1e-6, "spread": 5.5, "scaled": False})),
                 "latents, patch 2", _budgets(1000), modules=("latent", "layers", "dit")),
 ]}
 
@@ -456,7 +455,7 @@ def code_hash(study: Study, profile: str) -> str:
     diffusion it trains with, the code of the loop, the loss, the measures and this runner (without docstrings or
     comments), the judge's weights, the recipe and the study's declaration. A change to any of them marks the record
     stale; a refactor that computes the same numbers does not."""
-    from course.lab.experiments import RECIPE
+    from course.lab.experiments import RECIPE, SAMPLE_ETA
     from course.lab.metrics import load_judge
 
     h = hashlib.sha256()
@@ -472,7 +471,7 @@ def code_hash(study: Study, profile: str) -> str:
         h.update(json.dumps(fingerprint(variant, study.forward)).encode())
     # The course's recipe decides the numbers of the studies that train with it; chapter 4's trains with its own,
     # which its declaration holds.
-    shared = [] if study.task == "hybrid" else [RECIPE]
+    shared = [] if study.task == "hybrid" else [RECIPE, {"sample_eta": SAMPLE_ETA}]
     h.update(json.dumps([*shared, study.declaration(profile)], sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -504,14 +503,15 @@ def record_path(key: str, results: Path | None = None) -> Path:
 def _measure(model, diffusion, budget: Budget, seed: int, final: bool) -> dict:
     """Held-out loss always; class accuracy and FD of unguided (w = 1) and guided (w = 2) samples at the end."""
     from course.lab.data import digits
+    from course.lab.experiments import SAMPLE_ETA
     from course.lab.metrics import evaluate, heldout_loss
 
     x_test, y_test = digits("test")
     out = {"loss": heldout_loss(model, diffusion.alphas_cumprod, x_test, y_test, repeats=budget.loss_repeats)}
     if final:
         for w, key in ((1.0, "w1"), (2.0, "w2")):
-            e = evaluate(model, diffusion, n_per_class=budget.n_per_class, steps=budget.sample_steps, w=w,
-                         seed=1000 + seed)
+            e = evaluate(model, diffusion, n_per_class=budget.n_per_class, steps=budget.sample_steps, eta=SAMPLE_ETA,
+                         w=w, seed=1000 + seed)
             out[f"acc_{key}"], out[f"fd_{key}"] = float(e.acc), float(e.fd)
             if key == "w1":  # one sample of each class, as 8-bit pixels: the record's small sample grid
                 per = len(e.samples) // 10
@@ -647,29 +647,41 @@ def run_hybrid_one(study: Study, variant: Variant, seed: int, profile: str, scra
             "samples": samples, "sample_shape": [10, *x.shape[1:]]}
 
 
+def shapes_data(kl_weight: float | None = None, scaled: bool = True, spread: float | None = None):
+    """What a chapter-6 model trains on: the 32×32 shapes' pixels (no `kl_weight`), or the means of the course's
+    autoencoder of `kl_weight` (N, 4, 8, 8), times their scale s (unless `scaled` is False). With `spread` the means
+    are first brought to that standard deviation (Stable Diffusion's latents have about 5.5; s = 0.18215), to ask
+    what the scale does for latents whose spread is far from 1. Returns (data, labels, decode) where `decode` maps
+    a model's samples back to images (None for pixels)."""
+    from course.latent import latent_scale
+    from course.lab.autoencoder import encode_all, load_autoencoder
+    from course.lab.metrics import real_images
+
+    x, y = real_images("shapes", "train", LATENT_SIZE)  # (N, 3, 32, 32)
+    if kl_weight is None:
+        return x, y, None
+    ae, _ = load_autoencoder(size=LATENT_SIZE, kl_weight=kl_weight, verbose=False)
+    with torch.no_grad():
+        z = encode_all(ae, x)  # (N, 4, 8, 8): the means
+    gain = spread * latent_scale(z) if spread is not None else 1.0
+    s = latent_scale(z * gain) if scaled else 1.0
+
+    def decode(latents):
+        return ae.decode((latents / s / gain).cpu())
+
+    return z * gain * s, y, decode
+
+
 def run_latent_one(study: Study, variant: Variant, seed: int, profile: str, scratch: Path,
                    progress: bool = True) -> dict:
     """Train one of chapter 6's variants with one seed to each milestone in turn (resuming from its checkpoint)."""
     from course.diffusion import Diffusion
-    from course.latent import latent_scale
-    from course.lab.autoencoder import encode_all, load_autoencoder
-    from course.lab.experiments import RECIPE
-    from course.lab.metrics import evaluate, real_images
+    from course.lab.experiments import RECIPE, SAMPLE_ETA
+    from course.lab.metrics import evaluate
     from course.lab.train import train
 
     budget = study.budget(profile)
-    x, y = real_images("shapes", "train", LATENT_SIZE)  # (N, 3, 32, 32)
-    data, decode = x, None
-    if variant.data.get("kl_weight") is not None:
-        ae, _ = load_autoencoder(size=LATENT_SIZE, kl_weight=variant.data["kl_weight"], verbose=False)
-        with torch.no_grad():
-            z = encode_all(ae, x)  # (N, 4, 8, 8): the means
-        s = latent_scale(z) if variant.data.get("scaled", True) else 1.0
-        data = z * s
-
-        def decode(latents):
-            return ae.decode((latents / s).cpu())
-
+    data, y, decode = shapes_data(**variant.data)
     diffusion = Diffusion(T=1000, schedule="linear")  # DiT's (chapter 6 says why not the cosine one for latents)
     torch.manual_seed(seed)
     model = BUILDS[variant.build](**variant.kwargs)
@@ -682,8 +694,8 @@ def run_latent_one(study: Study, variant: Variant, seed: int, profile: str, scra
         point = {}
         for w, key in ((1.0, "w1"), (2.0, "w2")) if m == budget.milestones[-1] else ((1.0, "w1"),):
             e = evaluate(r.ema, diffusion, size=LATENT_SIZE, dataset="shapes", n_per_class=budget.n_per_class,
-                         steps=budget.sample_steps, shape=data.shape[1:], decode=decode, clip=decode is None, w=w,
-                         seed=1000 + seed)
+                         steps=budget.sample_steps, eta=SAMPLE_ETA, shape=data.shape[1:], decode=decode,
+                         clip=decode is None, w=w, seed=1000 + seed)
             point[f"acc_{key}"], point[f"fd_{key}"] = float(e.acc), float(e.fd)
             if key == "w1":  # one sample of each class, as 8-bit pixels: the record's small sample grid
                 per = len(e.samples) // 10
