@@ -276,7 +276,8 @@ class LatentVariant(Variant):
 @dataclass(frozen=True)
 class LatentStudy(Study):
     """Each variant trains on the shapes' pixels, or on their latents (the means of the course's autoencoder of
-    `data["kl_weight"]`, times the scale s unless `data["scaled"]` is False), with the chapters' recipe. At every
+    `data["kl_weight"]`, brought to `data["spread"]` if given, times the scale s unless `data["scaled"]` is False:
+    `shapes_data`), with the chapters' recipe. At every
     milestone the judge's class accuracy and the FD of unguided samples (decoded, for latents) are measured; at the
     end also of guided ones (w = 2)."""
 
