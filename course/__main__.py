@@ -278,6 +278,13 @@ def cmd_judge(args) -> int:
     return 0
 
 
+def default_jobs() -> int:
+    """Runs of a study at a time: one per CPU core (up to 8), one on a GPU."""
+    from course.lab.config import device
+
+    return 1 if device().type != "cpu" else max(1, min(os.cpu_count() or 1, 8))
+
+
 def cmd_study(args) -> int:
     """`study KEY...` runs (or resumes) studies of record; `study --status` lists them (exit 1 unless all current)."""
     os.environ["COURSE_SOLUTIONS"] = "1"  # a record measures the reference, and its hash is the reference's
@@ -295,7 +302,7 @@ def cmd_study(args) -> int:
         print(f"unknown study {', '.join(unknown)}; known: {', '.join(studies.STUDIES)} (or all)", file=sys.stderr)
         return 2
     for key in keys:
-        record = studies.run(key, args.profile, results, progress=not args.quiet)
+        record = studies.run(key, args.profile, results, progress=not args.quiet, jobs=args.jobs or default_jobs())
         print(f"{key}: {len(record['runs'])} runs, {'complete' if record['complete'] else 'incomplete'}; "
               f"{studies.provenance_line(record)}")
         print(studies.table(record))
@@ -347,6 +354,8 @@ def main(argv=None) -> int:
     p.add_argument("--profile", choices=["ci", "cpu", "gpu"], help="the budget (default: the machine's profile)")
     p.add_argument("--results", help="the folder of the records (default: results/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--jobs", type=int, help="runs at a time, each in a process of one thread (default: one per CPU "
+                   "core, up to 8; one on a GPU)")
     p.set_defaults(fn=cmd_study)
     sub.add_parser("weights", help="retrain the judges and autoencoders the course ships (course/lab/weights/)"
                    ).set_defaults(fn=cmd_weights)

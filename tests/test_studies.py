@@ -98,6 +98,28 @@ def test_runner_writes_a_record_resumes_and_knows_when_it_is_stale(tmp_path, mon
     assert dict(studies.status(tmp_path))["chT"].startswith("stale")
 
 
+def test_runs_in_worker_processes_give_the_numbers_of_one_process(tmp_path, monkeypatch):
+    small = studies.Study("chT", "03_uvit", "a test", "a claim",
+                          (studies.Variant("U-ViT", "uvit", {"depth": 2}), studies.Variant("ViT", "vit", {"depth": 2})),
+                          "U-ViT", {"ci": studies.Budget(3, (1, 3), (0, 1), n_per_class=1, sample_steps=2,
+                                                         loss_repeats=1)})
+    monkeypatch.setitem(studies.STUDIES, "chT", small)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker runs: the same order of float sums
+    try:
+        alone = studies.run("chT", "ci", tmp_path / "one", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    # The workers are fresh interpreters: they find the test study in the arguments, not in STUDIES.
+    both = studies.run("chT", "ci", tmp_path / "two", progress=False, jobs=2)
+    assert both["complete"] and "2 processes of 1 thread" in both["device"]
+    assert [(r["variant"], r["seed"]) for r in both["runs"]] == [(r["variant"], r["seed"]) for r in alone["runs"]]
+    for a, b in zip(alone["runs"], both["runs"]):
+        assert a["curve"] == [{**p, "seconds": a_p["seconds"]} for p, a_p in zip(b["curve"], a["curve"])]
+        assert a["samples"] == b["samples"]
+    assert not list((tmp_path / "two" / ".partial" / "chT").glob("*.pt"))  # the finished runs' checkpoints are gone
+
+
 def test_status_command_exits_1_when_a_record_is_missing(tmp_path):
     out = subprocess.run([sys.executable, "-m", "course", "study", "--status", "--results", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)

@@ -488,10 +488,11 @@ def _commit() -> str:
         return "unknown"
 
 
-def _device_name(dev: torch.device) -> str:
+def _device_name(dev: torch.device, jobs: int = 1) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    return f"{dev.type}, {torch.get_num_threads()} threads, {os.cpu_count()} cores ({platform.machine()})"
+    threads = f"{jobs} processes of 1 thread" if jobs > 1 else f"{torch.get_num_threads()} threads"
+    return f"{dev.type}, {threads}, {os.cpu_count()} cores ({platform.machine()})"
 
 
 def record_path(key: str, results: Path | None = None) -> Path:
@@ -547,10 +548,13 @@ def run_one(study: Study, variant: Variant, seed: int, profile: str, scratch: Pa
             "samples": samples, "sample_shape": [10, *x.shape[1:]]}
 
 
-def run(key: str, profile: str | None = None, results: Path | None = None, progress: bool = True) -> dict:
+def run(key: str, profile: str | None = None, results: Path | None = None, progress: bool = True,
+        jobs: int = 1) -> dict:
     """Run (or resume) a study and write its record; returns the record. Each variant and seed is one run of the
     study's task (`run_one`, `run_hybrid_one` or `run_latent_one`), written to the record as soon as it ends. A
-    record is started afresh, and the checkpoints of the last one dropped, when the code or the profile changed."""
+    record is started afresh, and the checkpoints of the last one dropped, when the code or the profile changed.
+    With `jobs` > 1 the runs go to that many worker processes of one thread each (the chapters' small models use
+    a second thread poorly, a second core well); a run's numbers do not depend on which process ran it."""
     import shutil
 
     from course.lab.config import PROFILE, device
@@ -572,15 +576,25 @@ def run(key: str, profile: str | None = None, results: Path | None = None, progr
     scratch.mkdir(parents=True, exist_ok=True)
     done = {(r["variant"], r["seed"]) for r in record["runs"]}
     todo = [(v, s) for s in budget.seeds for v in study.variants if (v.name, s) not in done]
-    for variant, seed in todo:
-        start = time.perf_counter()
-        record["runs"].append(one(study, variant, seed, profile, scratch, progress=progress))
-        record["wall_seconds"] += time.perf_counter() - start
-        record.update(_provenance(device()))
+    order = {(v.name, s): i for i, (s, v) in enumerate((s, v) for s in budget.seeds for v in study.variants)}
+    workers = max(1, min(jobs, len(todo)))
+
+    def finished(result: dict, seconds: float) -> None:  # a run has ended: into the record, on disk, at once
+        record["runs"] = sorted([*record["runs"], result], key=lambda r: order[(r["variant"], r["seed"])])
+        record["wall_seconds"] += seconds
+        record.update(_provenance(device(), workers))
         _write(path, record)
-        (scratch / f"{slug(variant.name)}-seed{seed}.pt").unlink(missing_ok=True)
+        (scratch / f"{slug(result['variant'])}-seed{result['seed']}.pt").unlink(missing_ok=True)
+
+    if workers == 1:
+        for variant, seed in todo:
+            start = time.perf_counter()
+            result = one(study, variant, seed, profile, scratch, progress=progress)
+            finished(result, time.perf_counter() - start)
+    else:
+        _run_in_workers(one, study, todo, profile, scratch, workers, finished)
     record["complete"] = len(record["runs"]) == len(study.variants) * len(budget.seeds)
-    record.update(_provenance(device()))
+    record.update(_provenance(device(), workers))
     _write(path, record)
     if todo:
         import matplotlib.pyplot as plt
@@ -588,6 +602,36 @@ def run(key: str, profile: str | None = None, results: Path | None = None, progr
         sample_grid(record).savefig(path.with_suffix(".png"), dpi=80)
         plt.close("all")
     return record
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _run_in_workers(one, study: Study, todo: list, profile: str, scratch: Path, workers: int, finished) -> None:
+    """`one(study, variant, seed, ...)` for every (variant, seed) of `todo` in `workers` processes; `finished(result,
+    seconds)` for each as it ends, `seconds` being the wall time since the last one ended (the study's wall time)."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks inherited
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+        pending = {pool.submit(one, study, v, s, profile, scratch, progress=False): (v.name, s) for v, s in todo}
+        last = time.perf_counter()
+        try:
+            while pending:
+                ended, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in ended:
+                    name, seed = pending.pop(future)
+                    result = future.result()  # a run that raised stops the study; the finished ones are kept
+                    now = time.perf_counter()
+                    finished(result, now - last)
+                    last = now
+                    print(f"{study.key}: {name}, seed {seed} done ({len(pending)} to go)", flush=True)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
 
 
 def _measure_hybrid(model, diffusion, budget: Budget, seed: int, final: bool, classifies: bool,
@@ -707,8 +751,8 @@ def run_latent_one(study: Study, variant: Variant, seed: int, profile: str, scra
             "samples": samples, "sample_shape": [10, 3, LATENT_SIZE, LATENT_SIZE]}
 
 
-def _provenance(dev) -> dict:
-    return {"commit": _commit(), "device": _device_name(dev), "torch": torch.__version__,
+def _provenance(dev, jobs: int = 1) -> dict:
+    return {"commit": _commit(), "device": _device_name(dev, jobs), "torch": torch.__version__,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
