@@ -2,6 +2,7 @@
 record is stale, and words verdicts only from what the record holds."""
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -118,6 +119,20 @@ def test_runs_in_worker_processes_give_the_numbers_of_one_process(tmp_path, monk
         assert a["curve"] == [{**p, "seconds": a_p["seconds"]} for p, a_p in zip(b["curve"], a["curve"])]
         assert a["samples"] == b["samples"]
     assert not list((tmp_path / "two" / ".partial" / "chT").glob("*.pt"))  # the finished runs' checkpoints are gone
+
+
+def test_a_records_state_does_not_depend_on_the_profile_it_is_read_in(tmp_path):
+    # Chapter 6's study hashes the shapes judge and autoencoders, which the `ci` profile trains smaller: a `cpu`
+    # record must read the same (current or stale) in a `ci` process, as the CI-built book reads it, as in a `cpu` one.
+    script = "from course.lab import studies; print(studies.code_hash(studies.STUDIES['ch6'], 'cpu'))"
+    hashes = {}
+    for profile in ("ci", "cpu"):
+        env = {**os.environ, "COURSE_PROFILE": profile, "COURSE_SOLUTIONS": "1", "COURSE_CACHE": str(tmp_path)}
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        hashes[profile] = out.stdout.strip().splitlines()[-1]
+    assert hashes["ci"] == hashes["cpu"]
 
 
 def test_status_command_exits_1_when_a_record_is_missing(tmp_path):

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from course.lab.config import PROFILE, stored
+from course.lab.config import PROFILE, Profile, stored
 from course.lab.config import device as default_device
 from course.lab.metrics import real_images
 
@@ -40,9 +40,9 @@ class AEConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def default_config(**overrides) -> AEConfig:
-    """The profile's configuration: fewer steps in `ci` (seconds)."""
-    steps = PROFILE.pick(ci=40, cpu=800, gpu=800)
+def default_config(profile: str | None = None, **overrides) -> AEConfig:
+    """The configuration of `profile` (default: this machine's): fewer steps in `ci` (seconds)."""
+    steps = Profile(profile or PROFILE.name).pick(ci=40, cpu=800, gpu=800)
     return AEConfig(**{"steps": steps, **overrides})
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from course.lab.config import PROFILE, stored
+from course.lab.config import PROFILE, Profile, stored
 from course.lab.config import device as default_device
 from course.lab.data import digits, shapes
 from course.lab.nets import DigitJudge
@@ -74,10 +74,11 @@ def _judge_net(dataset: str, size: int) -> DigitJudge:
     return DigitJudge(in_channels=3, pool=max(1, size // 16))
 
 
-def judge_steps(dataset: str) -> int:
-    """Training steps of a judge: the digits judge always gets 800; the RGB shapes judge costs more per step and
-    learns its easy classes quickly, so it gets fewer, and only a few in the `ci` profile."""
-    return 800 if dataset == "digits" else PROFILE.pick(ci=20, cpu=250, gpu=500)
+def judge_steps(dataset: str, profile: str | None = None) -> int:
+    """Training steps of a judge in `profile` (default: this machine's): the digits judge always gets 800; the RGB
+    shapes judge costs more per step and learns its easy classes quickly, so it gets fewer, and only a few in the
+    `ci` profile."""
+    return 800 if dataset == "digits" else Profile(profile or PROFILE.name).pick(ci=20, cpu=250, gpu=500)
 
 
 def train_judge(size: int = 8, steps: int | None = None, seed: int = 0, verbose: bool = False,
@@ -109,17 +110,18 @@ def train_judge(size: int = 8, steps: int | None = None, seed: int = 0, verbose:
     return judge
 
 
-_JUDGES: dict[tuple[str, int], Judge] = {}
+_JUDGES: dict[tuple[str, int, int], Judge] = {}
 
 
-def load_judge(size: int = 8, retrain: bool = False, verbose: bool = False, dataset: str = "digits") -> Judge:
-    """The cached judge for `size`×`size` images of `dataset`, trained (and cached) when missing, unreadable or
-    asked for."""
-    if (dataset, size) in _JUDGES and not retrain:
-        return _JUDGES[dataset, size]
+def load_judge(size: int = 8, retrain: bool = False, verbose: bool = False, dataset: str = "digits",
+               profile: str | None = None) -> Judge:
+    """The cached judge for `size`×`size` images of `dataset` in `profile` (default: this machine's), trained (and
+    cached) when missing, unreadable or asked for."""
     if dataset not in DATASETS:
         raise ValueError(f"dataset should be one of {DATASETS}, got {dataset!r}")
-    steps = judge_steps(dataset)
+    steps = judge_steps(dataset, profile)
+    if (dataset, size, steps) in _JUDGES and not retrain:
+        return _JUDGES[dataset, size, steps]
     name = f"judge-{dataset}-{size}" + ("" if dataset == "digits" else f"-{steps}steps")
     path, shipped = stored(f"{name}-v{JUDGE_VERSION}.pt")
     judge = None
@@ -134,12 +136,12 @@ def load_judge(size: int = 8, retrain: bool = False, verbose: bool = False, data
                 print(f"the judge {candidate} could not be read ({type(e).__name__}); "
                       + ("trying the next" if candidate == path else "retraining it"))
     if judge is None:
-        judge = train_judge(size, verbose=verbose, dataset=dataset)
+        judge = train_judge(size, steps=steps, verbose=verbose, dataset=dataset)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")  # parallel test workers may train it at the same time
         torch.save({"state_dict": judge.net.state_dict(), "test_accuracy": judge.test_accuracy,
                     "mu_test": judge.mu_test, "sigma_test": judge.sigma_test}, tmp)
         tmp.replace(path)
-    _JUDGES[dataset, size] = judge
+    _JUDGES[dataset, size, steps] = judge
     return judge
 
 

@@ -88,8 +88,9 @@ class Study:
     def measuring_code(self) -> list:
         return _measuring_code()
 
-    def weights(self) -> list:
-        """Trained helpers besides the digit judge whose weights decide the numbers (their tensors are hashed)."""
+    def weights(self, profile: str) -> list:
+        """Trained helpers besides the digit judge whose weights decide the numbers of a record of `profile` (their
+        tensors are hashed)."""
         return []
 
     def floor(self, budget: Budget) -> float:
@@ -311,13 +312,16 @@ class LatentStudy(Study):
                 metrics.evaluate, metrics.fd_to_test, metrics.frechet_distance, metrics.fd_floor, metrics.real_images,
                 autoencoder.encode_all, shapes_data, run_latent_one, run]
 
-    def weights(self) -> list:
-        from course.lab.autoencoder import load_autoencoder
+    def weights(self, profile: str) -> list:
+        """The shapes judge and the autoencoders of `profile` (the `ci` profile trains smaller ones): a record's
+        state is checked against the helpers it was measured with, from any profile."""
+        from course.lab.autoencoder import default_config, load_autoencoder
         from course.lab.metrics import load_judge
 
         kls = sorted({v.data["kl_weight"] for v in self.variants if v.data.get("kl_weight") is not None})
-        return [load_judge(LATENT_SIZE, dataset="shapes").net,
-                *(load_autoencoder(size=LATENT_SIZE, kl_weight=w, verbose=False)[0] for w in kls)]
+        return [load_judge(LATENT_SIZE, dataset="shapes", profile=profile).net,
+                *(load_autoencoder(default_config(profile, size=LATENT_SIZE, kl_weight=w), verbose=False)[0]
+                  for w in kls)]
 
     def floor(self, budget: Budget) -> float:
         from course.lab.metrics import fd_floor
@@ -465,7 +469,7 @@ def code_hash(study: Study, profile: str) -> str:
         h.update(_code((SOLUTIONS_DIR / f"{study.modules[0]}.py").read_text()).encode())
     for fn in study.measuring_code():
         h.update(_code(inspect.getsource(fn)).encode())
-    for net in [load_judge(8).net, *study.weights()]:
+    for net in [load_judge(8).net, *study.weights(profile)]:
         for tensor in net.state_dict().values():
             h.update(tensor.detach().cpu().numpy().tobytes())
     for variant in study.variants:
