@@ -302,9 +302,11 @@ def cmd_study(args) -> int:
         print(f"unknown study {', '.join(unknown)}; known: {', '.join(studies.STUDIES)} (or all)", file=sys.stderr)
         return 2
     for key in keys:
+        before = studies.load_record(key, results)
         record = studies.run(key, args.profile, results, progress=not args.quiet, jobs=args.jobs or default_jobs())
-        print(f"{key}: {len(record['runs'])} runs, {'complete' if record['complete'] else 'incomplete'}; "
-              f"{studies.provenance_line(record)}")
+        done = "complete and current, nothing to run" if record == before else (
+            f"{len(record['runs'])} runs, {'complete' if record['complete'] else 'incomplete'}")
+        print(f"{key}: {done}; {studies.provenance_line(record)}")
         print(studies.table(record))
     return 0
 

@@ -93,6 +93,13 @@ def test_runner_writes_a_record_resumes_and_knows_when_it_is_stale(tmp_path, mon
     record = studies.run("chT", "ci", tmp_path, progress=False)
     assert calls == [1] and record["complete"]
 
+    # A complete, current record: running it again trains nothing and leaves the record, provenance and all, alone.
+    kept = {**json.loads((tmp_path / "chT.json").read_text()), "date": "2000-01-01 00:00 UTC", "commit": "measured"}
+    (tmp_path / "chT.json").write_text(json.dumps(kept))
+    before = (tmp_path / "chT.json").read_bytes()
+    assert studies.run("chT", "ci", tmp_path, progress=False) == kept
+    assert calls == [1] and (tmp_path / "chT.json").read_bytes() == before
+
     status = dict(studies.status(tmp_path))
     assert status["chT"].startswith("current")
     monkeypatch.setattr(studies, "code_hash", lambda study, profile: "something else")

@@ -556,7 +556,8 @@ def run(key: str, profile: str | None = None, results: Path | None = None, progr
         jobs: int = 1) -> dict:
     """Run (or resume) a study and write its record; returns the record. Each variant and seed is one run of the
     study's task (`run_one`, `run_hybrid_one` or `run_latent_one`), written to the record as soon as it ends. A
-    record is started afresh, and the checkpoints of the last one dropped, when the code or the profile changed.
+    record is started afresh, and the checkpoints of the last one dropped, when the code or the profile changed; a
+    complete and current one is returned as it is, untouched (nothing ran, so nothing is re-stamped).
     With `jobs` > 1 the runs go to that many worker processes of one thread each (the chapters' small models use
     a second thread poorly, a second core well); a run's numbers do not depend on which process ran it."""
     import shutil
@@ -577,9 +578,11 @@ def run(key: str, profile: str | None = None, results: Path | None = None, progr
                   "claim": study.claim, "baseline": study.baseline, "declaration": study.declaration(profile),
                   "profile": profile, "code_hash": digest, "fd_floor": study.floor(budget),
                   "runs": [], "complete": False, "wall_seconds": 0.0}
-    scratch.mkdir(parents=True, exist_ok=True)
     done = {(r["variant"], r["seed"]) for r in record["runs"]}
     todo = [(v, s) for s in budget.seeds for v in study.variants if (v.name, s) not in done]
+    if not todo:  # complete and current: nothing runs, so the record keeps the provenance of what did
+        return record
+    scratch.mkdir(parents=True, exist_ok=True)
     order = {(v.name, s): i for i, (s, v) in enumerate((s, v) for s in budget.seeds for v in study.variants)}
     workers = max(1, min(jobs, len(todo)))
 
@@ -600,11 +603,10 @@ def run(key: str, profile: str | None = None, results: Path | None = None, progr
     record["complete"] = len(record["runs"]) == len(study.variants) * len(budget.seeds)
     record.update(_provenance(device(), workers))
     _write(path, record)
-    if todo:
-        import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
 
-        sample_grid(record).savefig(path.with_suffix(".png"), dpi=80)
-        plt.close("all")
+    sample_grid(record).savefig(path.with_suffix(".png"), dpi=80)
+    plt.close("all")
     return record
 
 
