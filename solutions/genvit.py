@@ -35,6 +35,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from course.lab.train import min_snr_weights
+
 from .diffusion import q_sample  # noqa: F401 - used by the exercises
 from .layers import Mlp, patchify, unpatchify  # noqa: F401 - used by the exercises
 
@@ -236,12 +238,14 @@ class HybViT(GenViT):
 # ---------------------------------------------------------------------------------------------------------------
 def hybrid_loss(model: HybViT, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, x_cls: torch.Tensor | None,
                 y_cls: torch.Tensor | None, alphas_cumprod: torch.Tensor, *, px: float = 100.0, pyx: float = 1.0,
-                loss_type: str = "l1", label_smoothing: float = 0.1) -> torch.Tensor:
+                loss_type: str = "l1", label_smoothing: float = 0.1,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
     """HybViT's objective (gevit_main.py): px · L_diff + pyx · L_CE, one scalar, on **two different batches**.
 
     - L_diff on the generative batch x0 (B, C, H, W), noised to x_t at the timesteps t with `noise`: the mean
       absolute error between `model.denoise`'s ε̂ and ε (`loss_type="l1"`, the official default) or the mean
-      squared error (`"l2"`, DDPM's);
+      squared error (`"l2"`, DDPM's); with `weights` (B,), each example's mean error is weighted and the weighted
+      errors averaged over the batch (Min-SNR-γ's weights, chapter 2; not in the official code);
     - L_CE on the classification batch (x_cls, y_cls), clean images: the cross-entropy of `model.classify`'s
       logits with `label_smoothing` (0.1 officially).
     A term whose weight is 0 is not computed (its batch may be None): px = 0 trains a classifier only, pyx = 0 a
@@ -252,7 +256,11 @@ def hybrid_loss(model: HybViT, x0: torch.Tensor, t: torch.Tensor, noise: torch.T
     if px:
         x_t = q_sample(x0, t, noise, alphas_cumprod)  # (B, C, H, W)
         eps = model.denoise(x_t, t)
-        l_diff = F.l1_loss(eps, noise) if loss_type == "l1" else F.mse_loss(eps, noise)
+        error = F.l1_loss if loss_type == "l1" else F.mse_loss
+        if weights is None:
+            l_diff = error(eps, noise)
+        else:
+            l_diff = (weights * error(eps, noise, reduction="none").flatten(1).mean(1)).mean()  # (B,) -> ()
         total = total + px * l_diff
     if pyx:
         l_ce = F.cross_entropy(model.classify(x_cls), y_cls, label_smoothing=label_smoothing)
@@ -354,17 +362,19 @@ def hybrid_batches(xb: torch.Tensor, x_train: torch.Tensor, y_train: torch.Tenso
 
 def make_hybrid_loss_fn(x_train: torch.Tensor, y_train: torch.Tensor, diffusion, *, px: float = 100.0,
                         pyx: float = 1.0, loss_type: str = "l1", cls_batch: int | None = None,
-                        label_smoothing: float = 0.1, augment: bool = True):
+                        label_smoothing: float = 0.1, augment: bool = True, min_snr_gamma: float | None = None):
     """A `loss_fn(model, xb, yb, generator)` for `course.lab.train.train`: `xb` (the loop's batch) is the generative
     batch, and a second, independent batch of `cls_batch` labelled images (shift-augmented) is drawn from
     (x_train, y_train) with the same generator for the classification term, as the official loop does with its
-    two loaders. Timesteps are uniform over {0..T−1}."""
-
+    two loaders. Timesteps are uniform over {0..T−1}. With `min_snr_gamma`, the diffusion term weights each example
+    by Min-SNR-γ (`course.lab.train.min_snr_weights`, the course's recipe; the official loss is unweighted)."""
     def loss_fn(model, xb, yb, generator):
         t, noise, x_cls, y_cls = hybrid_batches(xb, x_train, y_train, diffusion.T, generator, pyx=pyx,
                                                 cls_batch=cls_batch, augment=augment)
-        return hybrid_loss(model, xb, t, noise, x_cls, y_cls, diffusion.alphas_cumprod.to(xb.device), px=px,
-                           pyx=pyx, loss_type=loss_type, label_smoothing=label_smoothing)
+        alphas_cumprod = diffusion.alphas_cumprod.to(xb.device)
+        weights = min_snr_weights(alphas_cumprod, t, min_snr_gamma) if px and min_snr_gamma else None
+        return hybrid_loss(model, xb, t, noise, x_cls, y_cls, alphas_cumprod, px=px, pyx=pyx, loss_type=loss_type,
+                           label_smoothing=label_smoothing, weights=weights)
 
     return loss_fn
 

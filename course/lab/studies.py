@@ -381,12 +381,14 @@ STUDIES = {s.key: s for s in [
     HybridStudy("ch4", "04_genvit", "GenViT/HybViT, Your ViT is Secretly a Hybrid Discriminative-Generative Diffusion "
                 "Model (arXiv 2022), and the course's questions about it",
                 "one ViT can classify and generate at once (HybViT), at a cost to each task that the weight p_x "
-                "trades; GenViT's per-token time modulation and its L1 loss are what the paper chose",
+                "trades; GenViT's per-token time modulation and its unweighted L1 loss are what the paper chose",
                 (HybridVariant("HybViT", "hybvit"),
                  HybridVariant("classifier only", "hybvit", loss={"px": 0}),
                  HybridVariant("GenViT", "hybvit", loss={"pyx": 0}),
                  HybridVariant("HybViT, p_x = 10", "hybvit", loss={"px": 10}),
                  HybridVariant("GenViT, L2", "hybvit", loss={"pyx": 0, "loss_type": "l2"}),
+                 HybridVariant("GenViT, L2, Min-SNR-5", "hybvit",
+                               loss={"pyx": 0, "loss_type": "l2", "min_snr_gamma": 5.0}),
                  HybridVariant("DiT (adaLN-Zero)", "unconditional-dit", loss={"pyx": 0})),
                 "HybViT", _budgets(1000, n_per_class=30), modules=("genvit", "layers", "dit"),
                 recipe=HYBRID_RECIPE),

@@ -254,7 +254,8 @@ def check_HybViT_denoise(impl, ref):
 # hybrid_loss
 # ---------------------------------------------------------------------------------------------------------------
 def _hybrid(model, x0, t, noise, x_cls, y_cls, alphas_cumprod, *, px=100.0, pyx=1.0, loss_type="l1",
-            label_smoothing=0.1, swap=False, l2=False, cls_on="x_cls", denoise_clean=False, smoothing=True):
+            label_smoothing=0.1, weights=None, swap=False, l2=False, cls_on="x_cls", denoise_clean=False,
+            smoothing=True, weigh="examples"):
     """hybrid_loss with one thing changed: the common body of the wrong versions below."""
     if swap:
         px, pyx = pyx, px
@@ -263,7 +264,12 @@ def _hybrid(model, x0, t, noise, x_cls, y_cls, alphas_cumprod, *, px=100.0, pyx=
     if px:
         eps = model.denoise(x0 if denoise_clean else x_t, t)
         l2 = l2 or loss_type != "l1"
-        total = total + px * (F.mse_loss(eps, noise) if l2 else F.l1_loss(eps, noise))
+        error = (F.mse_loss if l2 else F.l1_loss)(eps, noise, reduction="none").flatten(1).mean(1)  # (B,)
+        if weights is not None and weigh == "examples":
+            error = weights * error
+        elif weights is not None and weigh == "sum":
+            error = weights * error * len(error) / weights.sum()
+        total = total + px * error.mean()
     if pyx:
         inputs = {"x_cls": x_cls, "x_t": x_t, "x0": x0}[cls_on]
         total = total + pyx * F.cross_entropy(model.classify(inputs), y_cls,
@@ -303,6 +309,18 @@ def _(*args, **kwargs):
 @mistake("genvit.hybrid_loss", "label_smoothing is not passed to the cross-entropy")
 def _(*args, **kwargs):
     return _hybrid(*args, **kwargs, smoothing=False)
+
+
+@mistake("genvit.hybrid_loss", "the weights are ignored: with `weights`, each example's mean error is multiplied by "
+                               "its weight before the batch mean")
+def _(*args, **kwargs):
+    return _hybrid(*args, **kwargs, weigh="ignored")
+
+
+@mistake("genvit.hybrid_loss", "the weighted errors are divided by the sum of the weights; Min-SNR-γ's weighted "
+                               "loss is the plain batch mean of weight × error")
+def _(*args, **kwargs):
+    return _hybrid(*args, **kwargs, weigh="sum")
 
 
 HEADS = {  # the model's two heads, and what to look at when the input one of them gets first differs
@@ -359,11 +377,13 @@ def check_hybrid_loss(impl, ref):
         x0, noise, x_cls = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
         t = torch.randint(0, 1000, (4,))
         y_cls = torch.randint(0, 10, (4,))
+        w = torch.rand(4) + 0.1  # per-example weights of the diffusion term, such as Min-SNR-γ's
     cases = [
         ("with the official weights (px 100, pyx 1)", {}),
         ("with px 1, pyx 2, L2", dict(px=1.0, pyx=2.0, loss_type="l2")),
         ("with px 1, pyx 1, label_smoothing 0", dict(px=1.0, label_smoothing=0.0)),
         ("with px 1, pyx 1", dict(px=1.0)),
+        ("with px 1, pyx 1, L2 and per-example weights", dict(px=1.0, loss_type="l2", weights=w)),
     ]
     for what, kwargs in cases:
         a, b = copy.deepcopy(model), copy.deepcopy(model)
@@ -398,7 +418,8 @@ def check_hybrid_loss(impl, ref):
                  what="hybrid_loss with px=0 and no generative batch", atol=1e-5,
                  hint="px = 0 trains the classifier only: compute only the cross-entropy.")
     return ("the loss and every parameter's gradient match for the official weights, other weights with L2, no "
-            "label smoothing; a term with weight 0 is skipped (pyx=0 without x_cls, px=0 without x0).")
+            "label smoothing, per-example weights; a term with weight 0 is skipped (pyx=0 without x_cls, px=0 "
+            "without x0).")
 
 
 # ---------------------------------------------------------------------------------------------------------------
