@@ -178,7 +178,7 @@ def test_hybrid_loss_fn_draws_two_batches_and_trains():
     original = genvit.hybrid_loss
 
     def spy(model, x0, t, noise, x_cls, y_cls, ab, **kw):
-        seen.append((x0.shape, None if x_cls is None else x_cls.shape, kw))
+        seen.append((x0.shape, None if x_cls is None else x_cls.shape, kw, t))
         return original(model, x0, t, noise, x_cls, y_cls, ab, **kw)
 
     genvit.hybrid_loss = spy
@@ -187,10 +187,15 @@ def test_hybrid_loss_fn_draws_two_batches_and_trains():
         loss = fn(model, x[:4], None, torch.Generator().manual_seed(0))
         fn0 = genvit.make_hybrid_loss_fn(x, y, diffusion, pyx=0.0)
         fn0(model, x[:4], None, torch.Generator().manual_seed(0))
+        snr = genvit.make_hybrid_loss_fn(x, y, diffusion, min_snr_gamma=5.0)
+        snr(model, x[:4], None, torch.Generator().manual_seed(0))
     finally:
         genvit.hybrid_loss = original
     assert seen[0][0] == (4, 1, 8, 8) and seen[0][1] == (6, 1, 8, 8) and seen[0][2]["px"] == 10.0
     assert seen[1][1] is None
+    assert seen[0][2]["weights"] is None and seen[1][2]["weights"] is None  # the official loss is unweighted
+    a = diffusion.alphas_cumprod[seen[2][3]].double()
+    assert torch.allclose(seen[2][2]["weights"].double(), (a / (1 - a)).clamp(max=5.0) / (a / (1 - a)))  # Min-SNR-5
     loss.backward()
     assert model.mlp_head[1].weight.grad is not None and model.recon_head.weight.grad is not None
 
