@@ -85,7 +85,7 @@ def _views() -> set[str]:
 
 # A cell's last bare expression is echoed into the page. These calls are meant to be seen (display, print, a
 # check's report, a view) or return None (matplotlib's layout calls); anything else must end with ";" or be assigned.
-SHOWN = {"display", "print", "check", "show_exercise", "hint"}
+SHOWN = {"display", "print", "check", "show_exercise", "hint", "show_verdicts"}
 RETURN_NONE = {"tight_layout", "show", "grid"}
 
 
@@ -128,6 +128,52 @@ def test_no_cell_echoes_a_stray_value(path):
              for s in stray_outputs(source(c))]
     assert not stray, ("these cells end with a bare expression whose value the page would show; end the line with "
                        "';', assign it, or display what the reader needs:\n" + "\n".join(stray))
+
+
+def verdict_cells_left_in_the_book(nb_cells) -> list[str]:
+    """Cells that show verdicts (`show_verdicts`) for a learner in JupyterLab but are not tagged `remove-cell`, or hold
+    more than that call, so that the built page would show the sentences twice (cell output and glued prose) or lose
+    something with the cell."""
+    import ast
+
+    bad = []
+    for i, c in enumerate(nb_cells):
+        code = source(c)
+        if c["cell_type"] != "code" or "show_verdicts(" not in code:
+            continue
+        body = ast.parse(code).body
+        only_call = len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Call) \
+            and getattr(body[0].value.func, "id", None) == "show_verdicts"
+        if "remove-cell" not in c.get("metadata", {}).get("tags", []) or not only_call:
+            bad.append(f"cell {i}: {code.splitlines()[0][:80]}")
+    return bad
+
+
+def test_the_verdict_cell_detector_sees_a_verdict_left_in_the_page():
+    def cell(code, tags=()):
+        return {"cell_type": "code", "source": code, "metadata": {"tags": list(tags)}}
+
+    assert verdict_cells_left_in_the_book([cell("show_verdicts(v)")])
+    assert verdict_cells_left_in_the_book([cell("v = f()\nshow_verdicts(v)", ["remove-cell"])])
+    assert not verdict_cells_left_in_the_book([cell("show_verdicts(v, w)", ["remove-cell"])])
+    assert not verdict_cells_left_in_the_book([cell("glue('v', v)")])
+
+
+def test_show_verdicts_joins_sentences_under_one_title():
+    from IPython.display import Markdown
+
+    from course.lab.show import show_verdicts
+
+    shown = show_verdicts("U-ViT is ahead", Markdown("no record yet."), "", title="What the record says")
+    assert shown.data == "**What the record says:** U-ViT is ahead. no record yet."
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_each_verdict_is_shown_once_in_the_book(path):
+    """The prose glues each verdict; the cell that shows it to a learner in JupyterLab is left out of the page."""
+    bad = verdict_cells_left_in_the_book(cells(path))
+    assert not bad, ("these cells show verdicts that the prose also carries: give each its own cell, tagged "
+                     "remove-cell, holding only the show_verdicts(...) call:\n" + "\n".join(bad))
 
 
 # ---------------------------------------------------------------------------------------------------------------

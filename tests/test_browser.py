@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,81 @@ def test_every_chapter_glues_its_headline_numbers(built_book, chapter):
         assert value >= 0, (name, value)
         if "acc" in name or "share" in name:
             assert value <= 1, f"{chapter}: {name} = {value} should be a fraction"
+
+
+class _PageText(HTMLParser):
+    """The text a reader of a built page reads, in two parts: the article's prose, and the cells' outputs (without the
+    code of the cells, `cell_input`, or of the exercise views, `course-exercise`; no scripts or styles)."""
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+    SKIP_CLASSES = {"cell_input", "course-exercise"}
+    BLOCK = {"p", "div", "li", "dd", "dt", "td", "th", "tr", "pre", "section", "article", "h1", "h2", "h3", "h4",
+             "h5", "h6", "blockquote", "table", "ul", "ol", "details", "summary", "figure", "figcaption"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack: list[tuple[bool, bool]] = []  # per open element: (its text is skipped, it is in a cell's output)
+        self.inside_article = 0
+        self.prose: list[str] = []
+        self.outputs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.VOID:
+            return
+        classes = set((dict(attrs).get("class") or "").split())
+        skipped, output = self.stack[-1] if self.stack else (False, False)
+        skipped = skipped or tag in ("script", "style") or bool(classes & self.SKIP_CLASSES)
+        self.stack.append((skipped, output or "cell_output" in classes))
+        self.inside_article += tag == "article"
+
+    def handle_endtag(self, tag):
+        if tag in self.VOID or not self.stack:
+            return
+        _, output = self.stack.pop()
+        self.inside_article -= tag == "article"
+        if tag in self.BLOCK:  # inline elements (a glued value's span) join the words around them
+            (self.outputs if output else self.prose).append(" ")
+
+    def handle_data(self, data):
+        skipped, output = self.stack[-1] if self.stack else (False, False)
+        if self.inside_article and not skipped:
+            (self.outputs if output else self.prose).append(data)
+
+
+def _sentences(text: str, min_chars: int) -> list[str]:
+    return list(dict.fromkeys(s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.strip()) >= min_chars))
+
+
+def repeated_sentences(page: str, min_chars: int = 60) -> list[str]:
+    """Sentences of at least `min_chars` characters that a page's prose says twice, or that a cell's output shows and
+    the prose says again (a verdict printed under its cell and glued into the prose). Outputs may repeat each other:
+    a chapter's closing grade lists the checks' reports again, by design."""
+    parser = _PageText()
+    parser.feed(page)
+    prose, outputs = (re.sub(r"\s+", " ", "".join(parts)) for parts in (parser.prose, parser.outputs))
+    return [s for s in _sentences(prose, min_chars) if prose.count(s) > 1] + \
+        [s for s in _sentences(outputs, min_chars) if s in prose]
+
+
+def test_the_repeat_detector_sees_a_verdict_shown_twice_and_spares_code():
+    verdict = "U-ViT is ahead of no long skips in every seed on the judge's accuracy of unguided samples."
+    page = (f'<html><body><nav><p>{verdict}</p></nav><article><div class="cell_output"><pre>{verdict}</pre></div>'
+            f"<p>What the record says: {verdict} That is what the paper reports.</p></article></body></html>")
+    assert repeated_sentences(page) == [verdict]
+    code = "for w in (1.0, 2.0): e = evaluate(model, diffusion, size=LATENT_SIZE, dataset='shapes', w=w)."
+    page = (f'<article><div class="cell_input"><pre>{code}</pre></div><p>{code}</p>'
+            f'<div class="course-exercise"><p>{verdict}</p></div><p>{verdict}</p><br><img src="x.png"></article>')
+    assert repeated_sentences(page) == []
+    report = "✔ dit.modulate (0.01 s) matches the reference on random inputs, forward and backward, three shapes."
+    page = f'<article><div class="cell_output">{report}</div><div class="cell_output">{report}</div></article>'
+    assert repeated_sentences(page) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_page_says_the_same_sentence_twice(built_book, path):
+    page = (built_book / "book" / f"{path.stem}.html").read_text()
+    repeated = repeated_sentences(page)
+    assert not repeated, (f"{path.stem}.html shows these sentences more than once (a cell's output and the glued "
+                          "prose? see course.lab.show.show_verdicts):\n" + "\n".join(repeated))
 
 
 def test_pages_load_nothing_from_the_network(built_book):

@@ -57,6 +57,19 @@ def show_exercise(name: str) -> ExerciseView | None:
     return None
 
 
+def show_verdicts(*sentences, title: str = "What the record says"):
+    """The verdicts a cell computed, as the learner in JupyterLab reads them under the cell: one Markdown paragraph,
+    "**title:** first. Second." (each a str or a Markdown object; a missing full stop is added).
+
+    The book's prose carries the same sentences, glued, so a cell that calls `show_verdicts` holds nothing else and
+    is tagged `remove-cell`: the built page shows each verdict once (tests/test_book.py checks both). Returns the
+    Markdown object, which displays itself as a cell's last value."""
+    from IPython.display import Markdown
+
+    texts = [str(getattr(s, "data", s)).strip() for s in sentences]
+    return Markdown(f"**{title}:** " + " ".join(t if t.endswith((".", "!", "?")) else t + "." for t in texts if t))
+
+
 def glue(name: str, value, display: bool = False):
     """Hand a measured value to the prose: `glue("dit_fd", fd)`, then write {glue:text}`dit_fd:.2f` in a markdown
     cell. The book (myst-nb) puts the number in the sentence; without myst-nb (a learner's JupyterLab) it is a
