@@ -235,3 +235,41 @@ def test_chapter6_latents_of_a_chosen_spread_hold_the_same_images():
     torch.testing.assert_close(far_decode(far[:4]), decode(scaled[:4]), atol=1e-5, rtol=1e-5)  # the same images
     pixels, _, none = studies.shapes_data()
     assert none is None and pixels.shape[1:] == (3, studies.LATENT_SIZE, studies.LATENT_SIZE)
+
+
+def test_chapter7_backbones_run_side_by_side_as_they_run_one_after_another():
+    """`run_backbones` with two worker processes gives every number (but the seconds) that the runs give one after
+    another in this process at one thread, each under its own name and seed."""
+    from functools import partial
+
+    from course.lab.experiments import run_backbones
+
+    builders = {"U-ViT": partial(studies.BUILDS["uvit"], depth=2), "ViT": partial(studies.BUILDS["vit"], depth=2)}
+    conditional = {"U-ViT": True, "ViT": False}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker runs: the same order of float sums
+    try:
+        alone = run_backbones(builders, conditional, [0, 1], steps=3, n_eval=1, sample_steps=2, workers=1)
+    finally:
+        torch.set_num_threads(threads)
+    both = run_backbones(builders, conditional, [0, 1], steps=3, n_eval=1, sample_steps=2, workers=2)
+    assert list(both) == ["U-ViT", "ViT"] and all(len(runs) == 2 for runs in both.values())
+    for name in builders:
+        for a, b in zip(alone[name], both[name]):
+            assert [{k: v for k, v in p.items() if k != "seconds"} for p in a["curve"]] == \
+                [{k: v for k, v in p.items() if k != "seconds"} for p in b["curve"]]
+            assert [p["steps"] for p in a["curve"]] == [1, 2, 3]
+            assert torch.equal(a["samples"], b["samples"]) and torch.equal(a["labels"], b["labels"])
+    assert not torch.equal(both["U-ViT"][0]["samples"], both["U-ViT"][1]["samples"])  # the seeds differ
+
+
+def test_a_call_that_raises_in_a_worker_raises_here():
+    import math
+
+    import pytest
+
+    from course.lab.experiments import in_processes
+
+    assert sorted(in_processes(math.sqrt, [(4.0,), (9.0,), (16.0,)], workers=2)) == [(0, 2.0), (1, 3.0), (2, 4.0)]
+    with pytest.raises(ValueError, match="math domain error"):
+        list(in_processes(math.sqrt, [(4.0,), (-1.0,)], workers=2))

@@ -95,3 +95,91 @@ def headline(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, diffusion
         plt.tight_layout()
         plt.show()
     return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Chapter 7: every backbone at one budget, two at a time
+# ---------------------------------------------------------------------------------------------------------------
+def backbone_run(build, conditional: bool, seed: int, steps: int, n_eval: int, sample_steps: int) -> dict:
+    """Chapter 7's run of one backbone: `build()` a fresh model, train it on the digits with `RECIPE` for `steps`
+    steps (labels dropped for guidance when `conditional`; an unconditional model gets none), and measure its
+    unguided samples (`n_eval` per class, DDIM with `sample_steps` steps and η = `SAMPLE_ETA`): the judge's
+    accuracy and FD at a third, two thirds and the end of the run. Returns {"curve": [{"steps", "seconds", "fd",
+    "acc"}, ...], "steps/s", "samples", "labels"} (the samples of the end)."""
+    import tempfile
+
+    from course.diffusion import Diffusion
+    from course.lab.data import digits
+
+    x, y = digits("train")
+    diffusion = Diffusion()  # the cosine schedule, T = 1000
+    torch.manual_seed(seed)
+    model = build()
+    p_uncond = label_dropout(model) if conditional else 0.0
+    curve = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in (steps // 3, 2 * steps // 3, steps):
+            r = train(model, x, y if conditional else None, diffusion=diffusion, steps=m, schedule_steps=steps,
+                      seed=seed, checkpoint=f"{tmp}/run.pt", progress=False, **{**RECIPE, "p_uncond": p_uncond})
+            e = evaluate(r.ema, diffusion, n_per_class=n_eval, steps=sample_steps, eta=SAMPLE_ETA, w=1.0,
+                         seed=100 + seed)
+            curve.append({"steps": m, "seconds": r.seconds, "fd": e.fd, "acc": e.acc})
+    return {"curve": curve, "steps/s": r.steps_per_second, "samples": e.samples, "labels": e.labels}
+
+
+def run_backbones(builders: dict, conditional: dict, seeds: list[int], steps: int, n_eval: int, sample_steps: int,
+                  workers: int = 1) -> dict[str, list[dict]]:
+    """`backbone_run` for every backbone of `builders` (name → a function that builds a fresh model; importable,
+    e.g. a `functools.partial`, when `workers` > 1) and every seed, `workers` runs at a time in processes of one
+    thread each, under one progress bar. The workers stand in the reference for unfinished exercises, as `setup()`
+    does. Returns {name: [the run of each seed, in the order of `seeds`]}."""
+    from tqdm.auto import tqdm
+
+    from course.grader.exercises import ALL_MODULES
+
+    jobs = [(name, seed) for name in builders for seed in seeds]
+    calls = [(builders[name], conditional[name], seed, steps, n_eval, sample_steps) for name, seed in jobs]
+    done = {}
+    for i, result in tqdm(in_processes(backbone_run, calls, workers, borrow=tuple(ALL_MODULES)), total=len(calls),
+                          desc="backbones × seeds: runs"):
+        done[jobs[i]] = result
+    return {name: [done[name, seed] for seed in seeds] for name in builders}
+
+
+def _worker_start(borrow: tuple) -> None:
+    """A worker process: one thread, and (as `setup` does in a notebook) the reference for the exercises of
+    `borrow` that are not done yet."""
+    torch.set_num_threads(1)
+    if borrow:
+        from course import reference_mode, use_reference_for_unfinished
+
+        if not reference_mode():
+            use_reference_for_unfinished(borrow)
+
+
+def in_processes(fn, calls: list[tuple], workers: int, borrow: tuple = ()):
+    """Yield (i, fn(*calls[i])) for every call as it ends, the calls spread over `workers` fresh processes of one
+    thread each: the course's small models use a second thread poorly and a second core well. With one worker the
+    calls run here, in order. `borrow`: exercise modules whose unfinished exercises the workers take from the
+    reference, as `setup` does in the notebook. A call that raises cancels the ones not started and raises here.
+    `fn` and the calls' arguments travel to the workers, so they must be importable (no lambdas)."""
+    if workers <= 1 or len(calls) <= 1:
+        for i, args in enumerate(calls):
+            yield i, fn(*args)
+        return
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks inherited
+    with ProcessPoolExecutor(min(workers, len(calls)), mp_context=context, initializer=_worker_start,
+                             initargs=(tuple(borrow),)) as pool:
+        pending = {pool.submit(fn, *args): i for i, args in enumerate(calls)}
+        try:
+            while pending:
+                ended, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in ended:
+                    yield pending.pop(future), future.result()
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise

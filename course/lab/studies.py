@@ -612,34 +612,18 @@ def run(key: str, profile: str | None = None, results: Path | None = None, progr
     return record
 
 
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def _run_in_workers(one, study: Study, todo: list, profile: str, scratch: Path, workers: int, finished) -> None:
-    """`one(study, variant, seed, ...)` for every (variant, seed) of `todo` in `workers` processes; `finished(result,
-    seconds)` for each as it ends, `seconds` being the wall time since the last one ended (the study's wall time)."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    """`one(study, variant, seed, ...)` for every (variant, seed) of `todo` in `workers` processes of one thread
+    (`experiments.in_processes`); `finished(result, seconds)` for each as it ends, `seconds` being the wall time since
+    the last one ended (the study's wall time). A run that raises stops the study; the finished ones are kept."""
+    from course.lab.experiments import in_processes
 
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks inherited
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
-        pending = {pool.submit(one, study, v, s, profile, scratch, progress=False): (v.name, s) for v, s in todo}
-        last = time.perf_counter()
-        try:
-            while pending:
-                ended, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in ended:
-                    name, seed = pending.pop(future)
-                    result = future.result()  # a run that raised stops the study; the finished ones are kept
-                    now = time.perf_counter()
-                    finished(result, now - last)
-                    last = now
-                    print(f"{study.key}: {name}, seed {seed} done ({len(pending)} to go)", flush=True)
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+    last, left = time.perf_counter(), len(todo)
+    for i, result in in_processes(one, [(study, v, s, profile, scratch, False) for v, s in todo], workers):
+        now = time.perf_counter()
+        finished(result, now - last)
+        last, left = now, left - 1
+        print(f"{study.key}: {todo[i][0].name}, seed {todo[i][1]} done ({left} to go)", flush=True)
 
 
 def _measure_hybrid(model, diffusion, budget: Budget, seed: int, final: bool, classifies: bool,
