@@ -177,7 +177,8 @@ class _PageText(HTMLParser):
 
 
 def _sentences(text: str, min_chars: int) -> list[str]:
-    return list(dict.fromkeys(s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.strip()) >= min_chars))
+    """Sentences, and the clauses after a colon ("Seed by seed: <verdict>"), of at least `min_chars` characters."""
+    return list(dict.fromkeys(s.strip() for s in re.split(r"(?<=[.!?:])\s+", text) if len(s.strip()) >= min_chars))
 
 
 def repeated_sentences(page: str, min_chars: int = 60) -> list[str]:
