@@ -138,6 +138,15 @@ def test_every_chapter_glues_its_headline_numbers(built_book, chapter):
             assert value <= 1, f"{chapter}: {name} = {value} should be a fraction"
 
 
+def test_glued_sentences_take_the_weight_of_the_prose(built_book):
+    """myst-nb sets glued values in bold; the course glues whole verdicts, so its own stylesheet (tools/static,
+    added by tools/book_ext.py) sets them in the weight of the prose around them, on every page."""
+    css = (built_book / "_static" / "course.css").read_text()
+    assert re.search(r"span\.pasted-text\s*\{[^}]*font-weight:\s*inherit", css)
+    for path in NOTEBOOKS:
+        assert "_static/course.css" in (built_book / "book" / f"{path.stem}.html").read_text(), path.stem
+
+
 class _PageText(HTMLParser):
     """The text a reader of a built page reads, in two parts: the article's prose, and the cells' outputs (without the
     code of the cells, `cell_input`, or of the exercise views, `course-exercise`; no scripts or styles)."""

@@ -7,10 +7,16 @@
   unless `launch_buttons.thebe` is true.
 - A colour mode: with none, pydata-sphinx-theme logs "Got invalid theme mode" to the console. Light, because the
   notebooks' figures are drawn on white.
+- The course's own styles, tools/static/course.css: glued values in the weight of the prose around them (myst-nb
+  sets them in bold, and the course glues whole sentences).
 """
+from pathlib import Path
+
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def _configure(app, config):
+    config.html_static_path = [*config.html_static_path, str(STATIC)]
     options = dict(config.html_theme_options or {})
     if not str(options.get("repository_url") or "").strip():
         options.pop("launch_buttons", None)
@@ -34,4 +40,5 @@ def _page(app, pagename, templatename, context, doctree):
 def setup(app):
     app.connect("config-inited", _configure, priority=100)
     app.connect("html-page-context", _page, priority=900)
+    app.add_css_file("course.css")
     return {"parallel_read_safe": True, "parallel_write_safe": True}
