@@ -273,3 +273,18 @@ def test_a_call_that_raises_in_a_worker_raises_here():
     assert sorted(in_processes(math.sqrt, [(4.0,), (9.0,), (16.0,)], workers=2)) == [(0, 2.0), (1, 3.0), (2, 4.0)]
     with pytest.raises(ValueError, match="math domain error"):
         list(in_processes(math.sqrt, [(4.0,), (-1.0,)], workers=2))
+
+
+def test_your_run_is_drawn_beside_the_records_runs_of_the_same_model():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    curve = [{"steps": 250, "acc_w1": 0.2}, {"steps": 500, "acc_w1": 0.3}, {"steps": 1000, "acc_w1": 0.4}]
+    runs = [dict(_run("latents", s, 0.4), curve=curve) for s in (0, 1, 2)] + [_run("pixels", 0, 0.1)]
+    ax = studies.plot_beside(_record(runs), "latents", {"acc_w1": 0.65, "steps": 2100})
+    lines = ax.get_lines()
+    assert len(lines) == 3, "one line per seed of the variant, none of the others"
+    assert all(list(line.get_xdata()) == [250, 500, 1000] for line in lines)
+    (star,) = ax.collections
+    assert star.get_offsets().tolist() == [[2100, 0.65]], "the reader's run sits at its own steps and accuracy"
+    assert "your run (2100 steps)" in [t.get_text() for t in ax.get_legend().get_texts()]
