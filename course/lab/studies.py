@@ -950,21 +950,21 @@ def plot_record(record: dict, yours: dict | None = None):
     return fig
 
 
-def plot_beside(record: dict, variant: str, yours: dict, ax=None):
-    """The record's runs of `variant` along training (unguided accuracy at each milestone, one line per seed) and
-    the reader's own run of the same model (`yours`: {"acc_w1", "steps"}) as a star where it ended: what the
-    steps beyond the record's budget bought."""
+def plot_beside(record: dict, variant: str, yours: dict, measure: str = "acc_w1",
+                label: str = "unguided class accuracy", ax=None):
+    """The record's runs of `variant` along training (`measure` at each milestone, one line per seed) and the
+    reader's own run (`yours`: {measure, "steps"}, and "name" when its recipe differs) as a star where it ended:
+    what the steps beyond the record's budget bought."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 3.2))
     for k, (_, r) in enumerate(sorted(runs_of(record, variant).items())):
-        ax.plot([p["steps"] for p in r["curve"]], [p["acc_w1"] for p in r["curve"]], "o-", color="C0", alpha=0.7,
+        ax.plot([p["steps"] for p in r["curve"]], [p[measure] for p in r["curve"]], "o-", color="C0", alpha=0.7,
                 ms=3, label=f"the record's {variant}, one line per seed" if k == 0 else None)
-    ax.scatter(yours["steps"], yours["acc_w1"], marker="*", s=180, color="k", zorder=4,
-               label=f"your run ({yours['steps']} steps)")
-    ax.set(xlabel="training steps", ylabel="unguided class accuracy", ylim=(0, 1.02), xlim=(0, None),
-           title="the record's runs and yours")
+    ax.scatter(yours["steps"], yours[measure], marker="*", s=180, color="k", zorder=4,
+               label=f"{yours.get('name', 'your run')} ({yours['steps']} steps)")
+    ax.set(xlabel="training steps", ylabel=label, ylim=(0, 1.02), xlim=(0, None), title="the record's runs and yours")
     ax.legend(fontsize=8, loc="lower right")
     return ax
 
