@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-HEADLINE_STEPS = {"dit": 1450, "uvit": 2000, "diffit": 1150}  # the chapters' cpu profile
+HEADLINE_STEPS = {"dit": 1150, "uvit": 1700, "diffit": 1150}  # the chapters' cpu profile
 
 
 def build(name: str) -> torch.nn.Module:
