@@ -279,6 +279,8 @@ def test_your_run_is_drawn_beside_the_records_runs_of_the_same_model():
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     curve = [{"steps": 250, "acc_w1": 0.2}, {"steps": 500, "acc_w1": 0.3}, {"steps": 1000, "acc_w1": 0.4}]
     runs = [dict(_run("latents", s, 0.4), curve=curve) for s in (0, 1, 2)] + [_run("pixels", 0, 0.1)]
     ax = studies.plot_beside(_record(runs), "latents", {"acc_w1": 0.65, "steps": 2100})
@@ -288,3 +290,4 @@ def test_your_run_is_drawn_beside_the_records_runs_of_the_same_model():
     (star,) = ax.collections
     assert star.get_offsets().tolist() == [[2100, 0.65]], "the reader's run sits at its own steps and accuracy"
     assert "your run (2100 steps)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    plt.close(ax.figure)  # other tests count the open figures
