@@ -18,6 +18,10 @@
 3. A small model, chapter 0's SmallUNet (766k parameters, 8×8, batch 128): the loop's steps/s eager, with CUDA
    graphs (`compile=True`) and with `compile="cudagraphs"` (no kernel generation), and what compiling costs:
    the numbers behind `AUTO_COMPILE_MIN_STEPS` in course/lab/train.py.
+
+With `--json benchmarks/results/gpu.json` the figures are written with their provenance (date, device, CPU cores,
+PyTorch, the command) after each part, so that a run cut short keeps what it finished (`"complete": false`);
+chapter 7 shows that file when it exists.
 """
 from __future__ import annotations
 
@@ -316,18 +320,31 @@ def main() -> int:
         torch.backends.cudnn.allow_tf32 = True
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     print(f"torch {torch.__version__} on {name}{', smoke test (tiny sizes)' if args.smoke else ''}", flush=True)
-    rows = {}
+    # What the run measured, with its provenance; written after each part, so that a run cut short (a time limit,
+    # a crash) keeps the parts it finished. Chapter 7 shows this file's `rows` (the throughput) when it exists.
+    record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": name,
+              "torch": torch.__version__, "cpu_cores": os.cpu_count(),
+              "command": "python benchmarks/bench_gpu.py " + " ".join(sys.argv[1:]), "complete": False}
+
+    def save(part: str, part_rows: list[dict]) -> None:
+        record[part] = part_rows
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(record, indent=1))
+
+    parts = []
     if not args.no_notebooks:
         chapters = args.chapters if args.chapters is not None else (["00"] if args.smoke else [])
         profile = "ci" if args.smoke else "gpu"
         print(f"Chapter notebooks, profile `{profile}` (budget {NOTEBOOK_BUDGET_S} s each on one H100):", flush=True)
-        rows["notebooks"] = notebooks(chapters, profile)
+        parts.append("notebooks")
+        save("notebooks", notebooks(chapters, profile))
     print("Training throughput on random data:", flush=True)
-    rows["throughput"] = throughput(args, device)
-    rows["small_model"] = small_model(args, device)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
-    failed = [r for part in rows.values() for r in part if "error" in r]
+    parts += ["rows", "small_model"]
+    save("rows", throughput(args, device))
+    record["complete"] = True  # set before the last save, which writes it
+    save("small_model", small_model(args, device))
+    failed = [r for part in parts for r in record[part] if "error" in r]
     return 1 if failed else 0
 
 
