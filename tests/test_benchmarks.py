@@ -28,3 +28,43 @@ def test_glued_values_are_read_back_as_python_values():
     line = headline(values)
     assert "acc_w1 91.5%" in line and "fd 1.10" in line and "FD / floor 2.2×" in line
     assert headline({"profile": "cpu"}) == "(no headline numbers glued)"
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_gpu_benchmarks_record_is_what_chapter_7_shows(tmp_path):
+    """`bench_gpu.py --json` (its smoke test here, on the CPU) writes figures with their provenance, and chapter 7's
+    table shows every configuration it timed; a run cut short says so; without a record, the figures measured
+    elsewhere are shown, named as such."""
+    import json
+    import os
+    import subprocess
+
+    from course.lab.show import gpu_figures
+
+    out = tmp_path / "results" / "gpu.json"
+    env = {**os.environ, "COURSE_SOLUTIONS": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--smoke", "--no-notebooks",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads(out.read_text())
+    assert record["complete"] is True and record["torch"] and record["date"] and "--smoke" in record["command"]
+    assert [r["config"] for r in record["rows"]] == ["recipe, not compiled", "loop, eager"]
+    assert record["small_model"][0]["model"] == "SmallUNet" and record["small_model"][0]["steps_s"] > 0
+
+    elsewhere = ROOT / "book" / "data" / "gpu_measured_elsewhere.json"
+    table = gpu_figures(out, elsewhere)
+    assert table.startswith("**Measured by this course's benchmark**") and "cut short" not in table
+    assert "| tiny DiT | recipe, not compiled | " in table and "| tiny DiT | loop, eager | " in table
+    assert "| SmallUNet | loop, eager | " in table and "steps/s" in table
+
+    out.write_text(json.dumps({**record, "complete": False, "small_model": [],
+                               "rows": [record["rows"][0], {"model": "tiny DiT", "config": "loop, eager",
+                                                            "error": "RuntimeError: out of memory"}]}))
+    table = gpu_figures(out, elsewhere)
+    assert "cut short" in table and "did not run: RuntimeError: out of memory" in table and "SmallUNet" not in table
+
+    table = gpu_figures(tmp_path / "none.json", elsewhere)
+    assert table.startswith("**Measured elsewhere, not by this course's benchmark**")
+    assert "| NVIDIA H200 (2026-11-26, 2.11) | official DiT models.py | DiT-B/2, 256 |" in table

@@ -82,3 +82,41 @@ def glue(name: str, value, display: bool = False):
         return value
     _glue(name, value, display=display)
     return value
+
+
+def gpu_figures(results, elsewhere) -> str:
+    """Chapter 7's GPU table, as Markdown: the course's own run (`benchmarks/bench_gpu.py --json RESULTS`: its
+    provenance, then every configuration it timed) when `results` exists, else the figures measured elsewhere
+    (`elsewhere`, a JSON file of runs with where, when and how), each against the official recipe on its GPU."""
+    import json
+    from pathlib import Path
+
+    results, elsewhere = Path(results), Path(elsewhere)
+    if results.exists():
+        gpu = json.loads(results.read_text())
+        lines = ["| model | configuration | img/s | TFLOP/s | MFU | warm-up (s) |", "|---|---|---|---|---|---|"]
+        for r in gpu.get("rows", []) + gpu.get("small_model", []):
+            if "error" in r:
+                lines.append(f"| {r['model']} | {r['config']} | did not run: {r['error']} | | | |")
+                continue
+            speed = f"{r['img_s']:,.0f}" + (f" ({r['steps_s']:,.0f} steps/s)" if "steps_s" in r else "")
+            tflops, mfu = (f"{r['tflops']:.0f}", f"{r['mfu']:.1%}") if "mfu" in r else ("—", "—")
+            lines.append(f"| {r['model']} | {r['config']} | {speed} | {tflops} | {mfu} | {r['warmup_s']:.1f} |")
+        cut = "" if gpu.get("complete") else " The run was cut short: these are the parts it finished."
+        return (f"**Measured by this course's benchmark** on {gpu['device']} ({gpu.get('cpu_cores', '?')} CPU "
+                f"cores), {gpu['date']}, PyTorch {gpu['torch']}: `{gpu['command']}`.{cut}\n\n" + "\n".join(lines))
+    # Not the course's run: figures measured elsewhere, shown with where, when and how they were measured.
+    other = json.loads(elsewhere.read_text())
+    official = {(r["device"], r["code"], r["model"]): r["img_per_s"] for r in other["runs"]
+                if r["recipe"] == "official" and r["batch"] == (64 if r["model"] == "DiT-XL/2" else 256)}
+    lines = ["| GPU (date, PyTorch) | model code | model, batch | recipe | img/s | × the official recipe | TFLOP/s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in other["runs"]:
+        ref = official.get((r["device"], r["code"], r["model"]))
+        ratio = f"{r['img_per_s'] / ref:.2f}" if ref else "—"
+        lines.append(f"| {r['device']} ({r['date']}, {r['torch']}) | {r['code']} | {r['model']}, {r['batch']} | "
+                     f"{other['recipes'][r['recipe']]} | {r['img_per_s']:,} | {ratio} | {r['tflops'] or '—'} |")
+    return ("**Measured elsewhere, not by this course's benchmark** (source: " + other["source"] + "; "
+            + other["setup"] + "). The course's own GPU run replaces this table once "
+            "`python benchmarks/bench_gpu.py --json benchmarks/results/gpu.json` has run on a CUDA machine.\n\n"
+            + "\n".join(lines))
