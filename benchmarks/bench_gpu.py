@@ -217,7 +217,8 @@ def show(name: str, row: dict, flops: float | None = None, peak: float | None = 
     print(f"{line}  (warm-up {row['warmup_s']:.1f} s)", flush=True)
 
 
-def throughput(args, device: torch.device) -> list[dict]:
+def throughput(args, device: torch.device, keep=lambda row: None) -> list[dict]:
+    """DiT-S/2 and DiT-B/2 under the recipe and the loop; `keep(row)` is called as each configuration ends."""
     smoke = args.smoke
     peak = matmul_peak(device, n=512 if smoke else 8192, iters=3 if smoke else 50)
     print(f"bf16 matmul peak (measured): {peak / 1e12:.1f} TFLOP/s", flush=True)
@@ -257,6 +258,7 @@ def throughput(args, device: torch.device) -> list[dict]:
             show(label, row, flops, peak)
             results[label] = row
             rows.append({"model": name, "config": label, **row})
+            keep(rows[-1])
         base = results[configs[0][0]].get("img_s")
         best_label, best = max(((k, v["img_s"]) for k, v in results.items() if k.startswith("loop") and "img_s" in v),
                                key=lambda kv: kv[1], default=(None, None))
@@ -269,8 +271,9 @@ def throughput(args, device: torch.device) -> list[dict]:
     return rows
 
 
-def small_model(args, device: torch.device) -> list[dict]:
-    """Chapter 0's SmallUNet: steps/s of the loop, eager and with CUDA graphs, and the cost of compiling."""
+def small_model(args, device: torch.device, keep=lambda row: None) -> list[dict]:
+    """Chapter 0's SmallUNet: steps/s of the loop, eager and with CUDA graphs, and the cost of compiling; `keep(row)`
+    is called as each configuration ends."""
     channels, batch = ((8, 16), 8) if args.smoke else ((32, 64, 64), 128)
     warmup, steps = (3, 3) if args.smoke else (50, 1000)
 
@@ -291,6 +294,7 @@ def small_model(args, device: torch.device) -> list[dict]:
         row = attempt(loop, **{**common, **kwargs})
         show(label, row, per="steps/s")
         rows.append({"model": "SmallUNet", "config": label, **row})
+        keep(rows[-1])
     eager = rows[0].get("steps_s")
     for row in rows[1:]:
         if eager and row.get("steps_s", 0) > eager:  # compiling pays from this many steps on
@@ -320,30 +324,34 @@ def main() -> int:
         torch.backends.cudnn.allow_tf32 = True
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     print(f"torch {torch.__version__} on {name}{', smoke test (tiny sizes)' if args.smoke else ''}", flush=True)
-    # What the run measured, with its provenance; written after each part, so that a run cut short (a time limit,
-    # a crash) keeps the parts it finished. Chapter 7 shows this file's `rows` (the throughput) when it exists.
+    # What the run measured, with its provenance; written as each configuration ends, so that a run cut short (a
+    # time limit, a crash) keeps what it finished. Chapter 7 shows this file's `rows` (the throughput) when it exists.
     record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": name,
               "torch": torch.__version__, "cpu_cores": os.cpu_count(),
               "command": "python benchmarks/bench_gpu.py " + " ".join(sys.argv[1:]), "complete": False}
 
-    def save(part: str, part_rows: list[dict]) -> None:
-        record[part] = part_rows
+    def save() -> None:
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(record, indent=1))
 
-    parts = []
+    def keeper(part: str):
+        record[part] = []
+        return lambda row: (record[part].append(row), save())
+
+    parts = ["rows", "small_model"]
     if not args.no_notebooks:
         chapters = args.chapters if args.chapters is not None else (["00"] if args.smoke else [])
         profile = "ci" if args.smoke else "gpu"
         print(f"Chapter notebooks, profile `{profile}` (budget {NOTEBOOK_BUDGET_S} s each on one H100):", flush=True)
-        parts.append("notebooks")
-        save("notebooks", notebooks(chapters, profile))
+        parts.insert(0, "notebooks")
+        record["notebooks"] = notebooks(chapters, profile)
+        save()
     print("Training throughput on random data:", flush=True)
-    parts += ["rows", "small_model"]
-    save("rows", throughput(args, device))
-    record["complete"] = True  # set before the last save, which writes it
-    save("small_model", small_model(args, device))
+    throughput(args, device, keeper("rows"))
+    small_model(args, device, keeper("small_model"))
+    record["complete"] = True
+    save()
     failed = [r for part in parts for r in record[part] if "error" in r]
     return 1 if failed else 0
 
