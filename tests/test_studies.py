@@ -289,5 +289,5 @@ def test_your_run_is_drawn_beside_the_records_runs_of_the_same_model():
     assert all(list(line.get_xdata()) == [250, 500, 1000] for line in lines)
     (star,) = ax.collections
     assert star.get_offsets().tolist() == [[2100, 0.65]], "the reader's run sits at its own steps and accuracy"
-    assert "your run (2100 steps)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "your run (2,100 steps)" in [t.get_text() for t in ax.get_legend().get_texts()]
     plt.close(ax.figure)  # other tests count the open figures

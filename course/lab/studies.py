@@ -938,7 +938,7 @@ def plot_record(record: dict, yours: dict | None = None):
     if yours is not None:
         k = names.index(yours["name"]) if yours["name"] in names else len(names)
         a2.scatter(k, yours["acc_w1"], marker="*", s=160, color="k", zorder=4,
-                   label=f"your run ({yours['steps']} steps)")
+                   label=f"your run ({yours['steps']:,} steps)")
         a2.legend(fontsize=8, loc="lower right")
     if "fd_floor" in record and key.startswith("fd"):
         a1.axhline(record["fd_floor"], ls=":", c="gray", label="real images (the floor)")
@@ -963,7 +963,7 @@ def plot_beside(record: dict, variant: str, yours: dict, measure: str = "acc_w1"
         ax.plot([p["steps"] for p in r["curve"]], [p[measure] for p in r["curve"]], "o-", color="C0", alpha=0.7,
                 ms=3, label=f"the record's {variant}, one line per seed" if k == 0 else None)
     ax.scatter(yours["steps"], yours[measure], marker="*", s=180, color="k", zorder=4,
-               label=f"{yours.get('name', 'your run')} ({yours['steps']} steps)")
+               label=f"{yours.get('name', 'your run')} ({yours['steps']:,} steps)")
     ax.set(xlabel="training steps", ylabel=label, ylim=(0, 1.02), xlim=(0, None), title="the record's runs and yours")
     ax.legend(fontsize=8, loc="lower right")
     return ax
