@@ -65,6 +65,10 @@ def test_the_gpu_benchmarks_record_is_what_chapter_7_shows(tmp_path):
     table = gpu_figures(out, elsewhere)
     assert "cut short" in table and "did not run: RuntimeError: out of memory" in table and "SmallUNet" not in table
 
+    out.write_text('{"rows": [')  # a broken file (an interrupted copy, say) is named, and the other figures shown
+    table = gpu_figures(out, elsewhere)
+    assert table.startswith(f"{out} could not be read (JSONDecodeError") and "Measured elsewhere" in table
+
     table = gpu_figures(tmp_path / "none.json", elsewhere)
     assert table.startswith("**Measured elsewhere, not by this course's benchmark**")
     assert "| NVIDIA H200 (2026-11-26, 2.11) | official DiT models.py | DiT-B/2, 256 |" in table

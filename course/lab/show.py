@@ -86,14 +86,22 @@ def glue(name: str, value, display: bool = False):
 
 def gpu_figures(results, elsewhere) -> str:
     """Chapter 7's GPU table, as Markdown: the course's own run (`benchmarks/bench_gpu.py --json RESULTS`: its
-    provenance, then every configuration it timed) when `results` exists, else the figures measured elsewhere
-    (`elsewhere`, a JSON file of runs with where, when and how), each against the official recipe on its GPU."""
+    provenance, then every configuration it timed) when `results` exists and reads, else the figures measured
+    elsewhere (`elsewhere`, a JSON file of runs with where, when and how), each against the official recipe on its
+    GPU; a `results` file that does not read is named, not a crash."""
     import json
     from pathlib import Path
 
     results, elsewhere = Path(results), Path(elsewhere)
+    gpu, unread = None, ""
     if results.exists():
-        gpu = json.loads(results.read_text())
+        try:
+            gpu = json.loads(results.read_text())
+            if not isinstance(gpu, dict) or not isinstance(gpu.get("rows"), list):
+                raise ValueError("no list of rows in it")
+        except (OSError, ValueError) as e:  # a broken file: say so, and show the other figures
+            gpu, unread = None, f"{results} could not be read ({type(e).__name__}: {e}), so it is not shown. "
+    if gpu is not None:
         lines = ["| model | configuration | img/s | TFLOP/s | MFU | warm-up (s) |", "|---|---|---|---|---|---|"]
         for r in gpu.get("rows", []) + gpu.get("small_model", []):
             if "error" in r:
@@ -103,8 +111,9 @@ def gpu_figures(results, elsewhere) -> str:
             tflops, mfu = (f"{r['tflops']:.0f}", f"{r['mfu']:.1%}") if "mfu" in r else ("—", "—")
             lines.append(f"| {r['model']} | {r['config']} | {speed} | {tflops} | {mfu} | {r['warmup_s']:.1f} |")
         cut = "" if gpu.get("complete") else " The run was cut short: these are the parts it finished."
-        return (f"**Measured by this course's benchmark** on {gpu['device']} ({gpu.get('cpu_cores', '?')} CPU "
-                f"cores), {gpu['date']}, PyTorch {gpu['torch']}: `{gpu['command']}`.{cut}\n\n" + "\n".join(lines))
+        return (f"**Measured by this course's benchmark** on {gpu.get('device', '?')} ({gpu.get('cpu_cores', '?')} "
+                f"CPU cores), {gpu.get('date', '?')}, PyTorch {gpu.get('torch', '?')}: `{gpu.get('command', '?')}`."
+                f"{cut}\n\n" + "\n".join(lines))
     # Not the course's run: figures measured elsewhere, shown with where, when and how they were measured.
     other = json.loads(elsewhere.read_text())
     official = {(r["device"], r["code"], r["model"]): r["img_per_s"] for r in other["runs"]
@@ -116,7 +125,7 @@ def gpu_figures(results, elsewhere) -> str:
         ratio = f"{r['img_per_s'] / ref:.2f}" if ref else "—"
         lines.append(f"| {r['device']} ({r['date']}, {r['torch']}) | {r['code']} | {r['model']}, {r['batch']} | "
                      f"{other['recipes'][r['recipe']]} | {r['img_per_s']:,} | {ratio} | {r['tflops'] or '—'} |")
-    return ("**Measured elsewhere, not by this course's benchmark** (source: " + other["source"] + "; "
+    return (unread + "**Measured elsewhere, not by this course's benchmark** (source: " + other["source"] + "; "
             + other["setup"] + "). The course's own GPU run replaces this table once "
             "`python benchmarks/bench_gpu.py --json benchmarks/results/gpu.json` has run on a CUDA machine.\n\n"
             + "\n".join(lines))
