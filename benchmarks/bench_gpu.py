@@ -20,8 +20,8 @@
    the numbers behind `AUTO_COMPILE_MIN_STEPS` in course/lab/train.py.
 
 With `--json benchmarks/results/gpu.json` the figures are written with their provenance (date, device, CPU cores,
-PyTorch, the command) after each part, so that a run cut short keeps what it finished (`"complete": false`);
-chapter 7 shows that file when it exists.
+PyTorch, the command) as each configuration ends, so that a run cut short keeps what it finished
+(`"complete": false`); chapter 7 shows that file when it exists.
 """
 from __future__ import annotations
 
@@ -325,7 +325,7 @@ def main() -> int:
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     print(f"torch {torch.__version__} on {name}{', smoke test (tiny sizes)' if args.smoke else ''}", flush=True)
     # What the run measured, with its provenance; written as each configuration ends, so that a run cut short (a
-    # time limit, a crash) keeps what it finished. Chapter 7 shows this file's `rows` (the throughput) when it exists.
+    # time limit, a crash) keeps what it finished. Chapter 7 shows its `rows` and `small_model` when it exists.
     record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": name,
               "torch": torch.__version__, "cpu_cores": os.cpu_count(),
               "command": "python benchmarks/bench_gpu.py " + " ".join(sys.argv[1:]), "complete": False}
@@ -337,7 +337,11 @@ def main() -> int:
 
     def keeper(part: str):
         record[part] = []
-        return lambda row: (record[part].append(row), save())
+
+        def keep(row: dict) -> None:
+            record[part].append(row)
+            save()
+        return keep
 
     parts = ["rows", "small_model"]
     if not args.no_notebooks:

@@ -1,4 +1,8 @@
-"""The chapter benchmark reads back what a notebook glued, as myst-nb stores it in an executed notebook."""
+"""What the benchmarks hand on: the values a notebook glued, as myst-nb stores them in an executed notebook, and the
+GPU benchmark's record as chapter 7 shows it."""
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -8,6 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 from bench_chapter import headline  # noqa: E402
 from notebook_runner import glued  # noqa: E402
+
+from course.lab.show import gpu_figures  # noqa: E402
 
 
 def _glue_output(name: str, text: str) -> nbformat.NotebookNode:
@@ -37,12 +43,6 @@ def test_the_gpu_benchmarks_record_is_what_chapter_7_shows(tmp_path):
     """`bench_gpu.py --json` (its smoke test here, on the CPU) writes figures with their provenance, and chapter 7's
     table shows every configuration it timed; a run cut short says so; without a record, the figures measured
     elsewhere are shown, named as such."""
-    import json
-    import os
-    import subprocess
-
-    from course.lab.show import gpu_figures
-
     out = tmp_path / "results" / "gpu.json"
     env = {**os.environ, "COURSE_SOLUTIONS": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--smoke", "--no-notebooks",

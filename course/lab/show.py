@@ -103,7 +103,7 @@ def gpu_figures(results, elsewhere) -> str:
             gpu, unread = None, f"{results} could not be read ({type(e).__name__}: {e}), so it is not shown. "
     if gpu is not None:
         lines = ["| model | configuration | img/s | TFLOP/s | MFU | warm-up (s) |", "|---|---|---|---|---|---|"]
-        for r in gpu.get("rows", []) + gpu.get("small_model", []):
+        for r in gpu["rows"] + gpu.get("small_model", []):
             if "error" in r:
                 lines.append(f"| {r['model']} | {r['config']} | did not run: {r['error']} | | | |")
                 continue
