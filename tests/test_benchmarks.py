@@ -58,6 +58,15 @@ def test_the_gpu_benchmarks_record_is_what_chapter_7_shows(tmp_path):
     assert table.startswith("**Measured by this course's benchmark**") and "cut short" not in table
     assert "| tiny DiT | recipe, not compiled | " in table and "| tiny DiT | loop, eager | " in table
     assert "| SmallUNet | loop, eager | " in table and "steps/s" in table
+    assert "| × the first |" in table and " | 1.00 | " in table  # each model against its first row
+
+    eager = record["small_model"][0]
+    graphs = {**eager, "config": "loop, compile='cudagraphs'", "img_s": 4 * eager["img_s"], "warmup_s": 2.5,
+              "pays_after_steps": 149.2}
+    out.write_text(json.dumps({**record, "small_model": [eager, graphs]}))
+    table = gpu_figures(out, elsewhere)
+    assert "| SmallUNet | loop, compile='cudagraphs' | " in table and " | 4.00 | " in table
+    assert "\"loop, compile='cudagraphs'\" pays for runs of ≥ 149 steps" in table
 
     out.write_text(json.dumps({**record, "complete": False, "small_model": [],
                                "rows": [record["rows"][0], {"model": "tiny DiT", "config": "loop, eager",

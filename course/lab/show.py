@@ -102,18 +102,27 @@ def gpu_figures(results, elsewhere) -> str:
         except (OSError, ValueError) as e:  # a broken file: say so, and show the other figures
             gpu, unread = None, f"{results} could not be read ({type(e).__name__}: {e}), so it is not shown. "
     if gpu is not None:
-        lines = ["| model | configuration | img/s | TFLOP/s | MFU | warm-up (s) |", "|---|---|---|---|---|---|"]
+        lines = ["| model | configuration | img/s | × the first | TFLOP/s | MFU | warm-up (s) |",
+                 "|---|---|---|---|---|---|---|"]
+        first, pays = {}, []  # each model's first row that ran: the recipe for DiT, the eager loop otherwise
         for r in gpu["rows"] + gpu.get("small_model", []):
             if "error" in r:
-                lines.append(f"| {r['model']} | {r['config']} | did not run: {r['error']} | | | |")
+                lines.append(f"| {r['model']} | {r['config']} | did not run: {r['error']} | | | | |")
                 continue
+            base = first.setdefault(r["model"], r["img_s"])
             speed = f"{r['img_s']:,.0f}" + (f" ({r['steps_s']:,.0f} steps/s)" if "steps_s" in r else "")
             tflops, mfu = (f"{r['tflops']:.0f}", f"{r['mfu']:.1%}") if "mfu" in r else ("—", "—")
-            lines.append(f"| {r['model']} | {r['config']} | {speed} | {tflops} | {mfu} | {r['warmup_s']:.1f} |")
+            lines.append(f"| {r['model']} | {r['config']} | {speed} | {r['img_s'] / base:.2f} | {tflops} | {mfu} | "
+                         f"{r['warmup_s']:.1f} |")
+            if "pays_after_steps" in r:
+                pays.append(f"{r['model']}'s \"{r['config']}\" pays for runs of ≥ {r['pays_after_steps']:,.0f} steps")
         cut = "" if gpu.get("complete") else " The run was cut short: these are the parts it finished."
+        paid = (" Compiling costs its warm-up once and saves time on every step after it: " + "; ".join(pays) + "."
+                if pays else "")
         return (f"**Measured by this course's benchmark** on {gpu.get('device', '?')} ({gpu.get('cpu_cores', '?')} "
                 f"CPU cores), {gpu.get('date', '?')}, PyTorch {gpu.get('torch', '?')}: `{gpu.get('command', '?')}`."
-                f"{cut}\n\n" + "\n".join(lines))
+                f"{cut}\n\n" + "\n".join(lines) + "\n\n× the first: img/s against the same model's first row "
+                f"(the official recipe for DiT, the eager loop otherwise).{paid}")
     # Not the course's run: figures measured elsewhere, shown with where, when and how they were measured.
     other = json.loads(elsewhere.read_text())
     official = {(r["device"], r["code"], r["model"]): r["img_per_s"] for r in other["runs"]
