@@ -3,10 +3,10 @@
 `COURSE_PROFILE` picks how big the chapter runs are:
 - `ci`: seconds; the tests and nbval use it;
 - `cpu`: minutes on a laptop, the default without a GPU;
-- `gpu`: the default when CUDA is available. The chapters' models are small, so a GPU runs them only 2-3 times
-  faster than two CPU cores (it waits for Python to launch each small kernel): the `gpu` profile keeps the `cpu`
-  profile's steps and spends the GPU on larger batches and more samples (`python benchmarks/bench_gpu.py` times
-  each chapter).
+- `gpu`: the default when CUDA is available. The chapters' models are small, so a GPU runs them only a few times
+  faster than two CPU cores (it waits for Python to launch each small kernel): the `gpu` profile trains the
+  headline models somewhat longer than the `cpu` profile (chapter 7 for its study's budget of record) and spends
+  the GPU on more samples (`python benchmarks/bench_gpu.py` times each chapter).
 A chapter asks for its numbers with `PROFILE.pick(ci=..., cpu=..., gpu=...)`.
 """
 from __future__ import annotations
