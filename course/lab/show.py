@@ -112,7 +112,8 @@ def gpu_figures(results, elsewhere) -> str:
             base = first.setdefault(r["model"], r["img_s"])
             speed = f"{r['img_s']:,.0f}" + (f" ({r['steps_s']:,.0f} steps/s)" if "steps_s" in r else "")
             tflops, mfu = (f"{r['tflops']:.0f}", f"{r['mfu']:.1%}") if "mfu" in r else ("—", "—")
-            lines.append(f"| {r['model']} | {r['config']} | {speed} | {r['img_s'] / base:.2f} | {tflops} | {mfu} | "
+            ratio = f"{r['img_s'] / base:.2f}" if base else "—"
+            lines.append(f"| {r['model']} | {r['config']} | {speed} | {ratio} | {tflops} | {mfu} | "
                          f"{r['warmup_s']:.1f} |")
             if "pays_after_steps" in r:
                 pays.append(f"{r['model']}'s \"{r['config']}\" pays for runs of ≥ {r['pays_after_steps']:,.0f} steps")
