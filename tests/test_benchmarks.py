@@ -67,6 +67,9 @@ def test_the_gpu_benchmarks_record_is_what_chapter_7_shows(tmp_path):
     table = gpu_figures(out, elsewhere)
     assert "| SmallUNet | loop, compile='cudagraphs' | " in table and " | 4.00 | " in table
     assert "\"loop, compile='cudagraphs'\" pays for runs of ≥ 149 steps" in table
+    out.write_text(json.dumps({**record, "small_model": [{**eager, "img_s": 0.0}, graphs]}))
+    row = next(line for line in gpu_figures(out, elsewhere).splitlines() if "compile='cudagraphs'" in line)
+    assert row.split(" | ")[3] == "—", "no ratio to a first row of 0 img/s"
 
     out.write_text(json.dumps({**record, "complete": False, "small_model": [],
                                "rows": [record["rows"][0], {"model": "tiny DiT", "config": "loop, eager",
