@@ -312,6 +312,32 @@ def hybrid_batches(xb: torch.Tensor, x_train: torch.Tensor, y_train: torch.Tenso
     raise NotImplementedError('Exercise `genvit.hybrid_batches` is not done yet: write it in course/genvit.py (book/04_genvit.ipynb, section "Exercise: genvit.hybrid_batches").')
 
 
+class ThroughForward:
+    """A HybViT as the training loop's loss sees it: its two heads reached through `model(...)`.
+
+    `train(compile=...)` compiles a model's `forward` (its `__call__`), and a loss that called `model.denoise` or
+    `model.classify` directly would run them uncompiled. HybViT's `forward` dispatches on t (None: `classify`),
+    so `denoise(x_t, t)` = `model(x_t, t)` and `classify(x)` = `model(x)`, the same numbers through the compiled
+    path. Anything else (`model(...)` itself, attributes) is the model's."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        return self.model(*args, **kwargs)
+
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.model(x_t, t)  # (B, C, H, W)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)  # (B, num_classes)
+
+    def __getattr__(self, name: str):
+        if name == "model":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+
 def make_hybrid_loss_fn(x_train: torch.Tensor, y_train: torch.Tensor, diffusion, *, px: float = 100.0,
                         pyx: float = 1.0, loss_type: str = "l1", cls_batch: int | None = None,
                         label_smoothing: float = 0.1, augment: bool = True, min_snr_gamma: float | None = None):
@@ -319,14 +345,15 @@ def make_hybrid_loss_fn(x_train: torch.Tensor, y_train: torch.Tensor, diffusion,
     batch, and a second, independent batch of `cls_batch` labelled images (shift-augmented) is drawn from
     (x_train, y_train) with the same generator for the classification term, as the official loop does with its
     two loaders. Timesteps are uniform over {0..T−1}. With `min_snr_gamma`, the diffusion term weights each example
-    by Min-SNR-γ (`course.lab.train.min_snr_weights`, the course's recipe; the official loss is unweighted)."""
+    by Min-SNR-γ (`course.lab.train.min_snr_weights`, the course's recipe; the official loss is unweighted). The loss
+    reaches the model's heads through its `forward` (`ThroughForward`), so that `train(compile=...)` compiles both."""
     def loss_fn(model, xb, yb, generator):
         t, noise, x_cls, y_cls = hybrid_batches(xb, x_train, y_train, diffusion.T, generator, pyx=pyx,
                                                 cls_batch=cls_batch, augment=augment)
         alphas_cumprod = diffusion.alphas_cumprod.to(xb.device)
         weights = min_snr_weights(alphas_cumprod, t, min_snr_gamma) if px and min_snr_gamma else None
-        return hybrid_loss(model, xb, t, noise, x_cls, y_cls, alphas_cumprod, px=px, pyx=pyx, loss_type=loss_type,
-                           label_smoothing=label_smoothing, weights=weights)
+        return hybrid_loss(ThroughForward(model), xb, t, noise, x_cls, y_cls, alphas_cumprod, px=px, pyx=pyx,
+                           loss_type=loss_type, label_smoothing=label_smoothing, weights=weights)
 
     return loss_fn
 

@@ -208,3 +208,37 @@ def test_shift_augment_and_ece():
     labels = torch.tensor([0, 1, 1])  # confidences 0.9 (right), 0.6 (wrong), 0.8 (right)
     ece = genvit.expected_calibration_error(probs, labels, n_bins=10)
     assert ece == pytest.approx((abs(1 - 0.9) + abs(0 - 0.6) + abs(1 - 0.8)) / 3)
+
+
+def test_a_compiled_hybvit_runs_both_heads_through_its_compiled_forward(monkeypatch):
+    """`train(compile=...)` compiles a model's forward only: the hybrid loss must reach `denoise` and `classify`
+    through it (it once called them directly, so a compiled HybViT trained uncompiled), with the same numbers."""
+    from course.lab import train as loop
+
+    diffusion = reference_module("diffusion").Diffusion()
+    x, y = torch.randn(40, 1, 8, 8), torch.arange(40) % 10
+    calls = []
+
+    class Compiled(torch.nn.Module):  # what torch.compile returns, reduced to what the test needs to see
+        def __init__(self, model):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x, t=None, y=None):
+            calls.append("classify" if t is None else "denoise")
+            return self.inner(x, t, y)
+
+    monkeypatch.setattr(loop.torch, "compile", lambda model, **kwargs: Compiled(model))
+    torch.manual_seed(0)
+    model = genvit.HybViT(dim=16, depth=1, heads=2, dim_head=8)
+    fn = genvit.make_hybrid_loss_fn(x, y, diffusion, cls_batch=6)
+    loop.train(model, x, y, diffusion=diffusion, steps=2, batch_size=4, loss_fn=fn, compile=True, progress=False)
+    assert calls.count("denoise") == 2 and calls.count("classify") == 2, calls
+
+    direct = genvit.hybrid_loss  # the heads called directly, as a learner's loss may: the same number
+    t, noise = torch.tensor([3, 500, 999, 10]), torch.randn(4, 1, 8, 8)
+    ab = diffusion.alphas_cumprod
+    through = genvit.ThroughForward(model)
+    assert torch.equal(direct(model, x[:4], t, noise, x[4:10], y[4:10], ab),
+                       direct(through, x[:4], t, noise, x[4:10], y[4:10], ab))
+    assert through.recon_head is model.recon_head  # other attributes are the model's
