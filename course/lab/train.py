@@ -195,7 +195,9 @@ def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
     is a `torch.compile` mode ("default", "reduce-overhead", "max-autotune", ...) or "cudagraphs" (CUDA graphs
     without generating kernels: compiles in seconds); None (the default) compiles on CUDA when at least
     `AUTO_COMPILE_MIN_STEPS` steps are left to run, and never on the CPU. The first, compiling steps are shown by
-    the bar and timed apart (`TrainResult.compile_seconds`; `steps_per_second` leaves them out).
+    the bar and timed apart (`TrainResult.compile_seconds`; `steps_per_second` leaves them out). What is compiled
+    is the model's `forward`: a `loss_fn` should call the model itself, not its other methods, which would run
+    uncompiled (chapter 4's HybViT loss reaches `denoise` and `classify` through `forward`: `ThroughForward`).
 
     Under `torchrun`, `batch_size` is the global batch, split evenly across the processes. The default loss
     draws the random numbers of the whole global batch on every process (which all hold the same generator
