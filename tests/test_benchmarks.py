@@ -2,6 +2,7 @@
 GPU benchmark's record as chapter 7 shows it."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,25 @@ def test_the_gpu_benchmarks_record_is_what_chapter_7_shows(tmp_path):
     table = gpu_figures(tmp_path / "none.json", elsewhere)
     assert table.startswith("**Measured elsewhere, not by this course's benchmark**")
     assert "| NVIDIA H200 (2026-11-26, 2.11) | official DiT models.py | DiT-B/2, 256 |" in table
+
+
+def test_bench_latent_defaults_are_chapter_6s_headline():
+    """`bench_latent.py` with no options is chapter 6's headline run (the chapter cites it as such): its steps,
+    samples per class and model size are the notebook's, in the cpu profile."""
+    from bench_latent import parser
+
+    nb = nbformat.read(Path(__file__).resolve().parent.parent / "book" / "06_latent.ipynb", as_version=4)
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+
+    def cpu_pick(name):
+        found = re.search(rf"^{name} = PROFILE\.pick\([^)]*\bcpu=(\d+)", source, re.M)
+        assert found, f"chapter 6 no longer sets {name} with PROFILE.pick"
+        return int(found.group(1))
+
+    model = re.search(r"latent_dit = DiT\((.*?)\)\s", source, re.S)
+    assert model, "chapter 6's headline model is no longer built as `latent_dit = DiT(...)`"
+    sizes = dict(re.findall(r"(hidden_size|depth|num_heads|patch_size)=(\d+)", model.group(1)))
+    defaults = parser().parse_args([])
+    assert (defaults.steps, defaults.per_class) == (cpu_pick("HEAD_STEPS"), cpu_pick("N_EVAL"))
+    assert (defaults.hidden, defaults.depth, defaults.heads, defaults.patch) == tuple(
+        int(sizes[k]) for k in ("hidden_size", "depth", "num_heads", "patch_size"))
