@@ -228,6 +228,12 @@ def test_a_compiled_hybvit_runs_both_heads_through_its_compiled_forward(monkeypa
             calls.append("classify" if t is None else "denoise")
             return self.inner(x, t, y)
 
+        def __getattr__(self, name):  # as torch.compile's module does: other attributes are the model's (eager)
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self.inner, name)
+
     monkeypatch.setattr(loop.torch, "compile", lambda model, **kwargs: Compiled(model))
     torch.manual_seed(0)
     model = genvit.HybViT(dim=16, depth=1, heads=2, dim_head=8)
